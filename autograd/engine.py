@@ -1,0 +1,145 @@
+"""Reverse mode: walk the graph from the outputs back to the inputs, calling each node's
+vector-Jacobian product once all gradient contributions to its output have arrived.
+
+The one trick that makes double backward work: with ``create_graph=True`` the walk runs
+with recording switched on, so every op a backward method uses is itself recorded into the
+graph. The gradients returned are then ordinary Tensors with a ``creator``, and calling
+``grad`` on them differentiates the backward pass (see autograd/README.md).
+"""
+from . import backend, mode
+from .tensor import Tensor
+
+
+def _as_tuple(x):
+    return tuple(x) if isinstance(x, (list, tuple)) else (x,)
+
+
+def _order(roots):
+    """Tensors reachable from ``roots`` through recorded ops, children before parents."""
+    order, visited = [], set()
+    stack = [(root, False) for root in reversed(roots)]
+    while stack:
+        t, expanded = stack.pop()
+        if expanded:
+            order.append(t)                  # all of t's dependencies are already in order
+            continue
+        if id(t) in visited:
+            continue
+        visited.add(id(t))
+        stack.append((t, True))
+        node = t.creator
+        if node is not None and node.inputs is not None:
+            for x in node.inputs:
+                if x.requires_grad and id(x) not in visited:
+                    stack.append((x, False))
+    return order  # post-order: every tensor after all tensors it depends on
+
+
+def _seed(op, outputs, grad_outputs):
+    xp = backend.xp
+    if grad_outputs is None:
+        seeds = []
+        for y in outputs:
+            if y.size != 1:
+                raise ValueError(
+                    f"{op}: output of shape {tuple(y.shape)} is not a scalar; pass grad_outputs "
+                    "(one tensor per output, the vector in the vector-Jacobian product)")
+            seeds.append(Tensor._from_op(xp.ones(y.shape, dtype=y.dtype)))
+        return seeds
+    grad_outputs = _as_tuple(grad_outputs)
+    if len(grad_outputs) != len(outputs):
+        raise ValueError(f"{op}: got {len(outputs)} outputs but {len(grad_outputs)} grad_outputs")
+    seeds = []
+    for y, g in zip(outputs, grad_outputs):
+        g = g if isinstance(g, Tensor) else Tensor(g, dtype=y.dtype)
+        if g.shape != y.shape:
+            raise ValueError(f"{op}: grad_output of shape {tuple(g.shape)} does not match its "
+                             f"output of shape {tuple(y.shape)}")
+        if g.dtype != y.dtype:
+            raise TypeError(f"{op}: grad_output dtype {g.dtype} differs from its output's {y.dtype}")
+        seeds.append(g)
+    return seeds
+
+
+def _backprop(op, outputs, grad_outputs, targets, create_graph, retain_graph):
+    """Return {id(tensor): (tensor, gradient)} for the tensors in ``targets`` (or every leaf if None)."""
+    for y in outputs:
+        if not isinstance(y, Tensor):
+            raise TypeError(f"{op}: outputs must be Tensors, got {type(y).__name__}")
+    seeds = _seed(op, outputs, grad_outputs)
+    grads = {}
+    for y, g in zip(outputs, seeds):
+        if y.requires_grad:
+            grads[id(y)] = grads[id(y)] + g if id(y) in grads else g
+    order = _order([y for y in outputs if y.requires_grad])
+    target_ids = None if targets is None else {id(t) for t in targets}
+    # only walk into tensors that lead to a target: no wasted vector-Jacobian products
+    useful = set()
+    for t in order:
+        node = t.creator
+        if (target_ids is None and node is None) or (target_ids is not None and id(t) in target_ids):
+            useful.add(id(t))
+        elif node is not None and node.inputs is not None and any(id(x) in useful for x in node.inputs):
+            useful.add(id(t))
+    results = {}
+    with mode.set_grad_enabled(create_graph):
+        for t in reversed(order):
+            g = grads.pop(id(t), None)
+            if g is None or id(t) not in useful:
+                continue
+            if target_ids is None and t.creator is None or target_ids is not None and id(t) in target_ids:
+                results[id(t)] = (t, g)
+            node = t.creator
+            if node is None:
+                continue
+            inputs = node.saved_inputs()
+            in_grads = node.backward(g)
+            for x, gx in zip(inputs, in_grads):
+                if gx is None or id(x) not in useful:
+                    continue
+                k = id(x)
+                grads[k] = grads[k] + gx if k in grads else gx
+            if not retain_graph:
+                node.release()
+    return results
+
+
+def grad(outputs, inputs, grad_outputs=None, create_graph=False, retain_graph=None,
+         allow_unused=False):
+    """Gradients of ``outputs`` with respect to ``inputs`` (a Tensor or a list of them).
+
+    Computes the vector-Jacobian product Σₖ vₖᵀ ∂outputₖ/∂input with v = ``grad_outputs``
+    (ones for scalar outputs). With ``create_graph=True`` the result is differentiable.
+    An input the outputs do not depend on is an error unless ``allow_unused=True``, in which
+    case its gradient is ``None``.
+    """
+    single = isinstance(inputs, Tensor)
+    outputs, inputs = _as_tuple(outputs), _as_tuple(inputs)
+    for x in inputs:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"grad: inputs must be Tensors, got {type(x).__name__}")
+        if not x.requires_grad:
+            raise ValueError(f"grad: an input of shape {tuple(x.shape)} does not require grad, "
+                             "so no gradient can flow to it; create it with requires_grad=True")
+    if retain_graph is None:
+        retain_graph = create_graph
+    found = _backprop("grad", outputs, grad_outputs, inputs, create_graph, retain_graph)
+    result = []
+    for i, x in enumerate(inputs):
+        g = found.get(id(x), (None, None))[1]
+        if g is None and not allow_unused:
+            raise ValueError(
+                f"grad: input {i} (shape {tuple(x.shape)}) is not in the graph of the outputs: "
+                "they do not depend on it. Pass allow_unused=True to get None for it instead")
+        result.append(g)
+    return result[0] if single else result
+
+
+def backward(output, grad_output=None, retain_graph=False, create_graph=False):
+    """Accumulate d(output)/d(leaf) into ``leaf.grad`` for every leaf that requires grad."""
+    found = _backprop("backward", (output,), None if grad_output is None else (grad_output,),
+                      None, create_graph, retain_graph or create_graph)
+    for leaf, g in found.values():
+        if not create_graph:
+            g = g.detach()
+        leaf.grad = g if leaf.grad is None else leaf.grad + g

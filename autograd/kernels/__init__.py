@@ -1,0 +1,251 @@
+"""Array kernels for convolution and pooling, with a switchable implementation.
+
+Public kernels (all arrays float32 or float64, output dtype == input dtype,
+outputs C-contiguous):
+
+* ``im2col(x, kh, kw, sh, sw, ph, pw)`` -- (B, C, H, W) -> (B, C*kh*kw, OH*OW),
+  ``cols[b, (c*kh + i)*kw + j, oh*OW + ow] = xpad[b, c, oh*sh + i, ow*sw + j]``.
+* ``col2im(cols, H, W, kh, kw, sh, sw, ph, pw)`` -- the exact adjoint of im2col.
+* ``maxpool_argmax(x, kh, kw, sh, sw)`` -- int64 (B, C, OH*OW) flat in-plane index
+  of each window's max (no padding, ties to the first in row-major order).
+* ``gather_plane(x, idx)`` -- ``out[b, c, l] = x[b, c].ravel()[idx[b, c, l]]``.
+* ``scatter_add_plane(g, idx, H, W)`` -- the exact adjoint of gather_plane.
+
+The implementation is ``"numba"`` (default; compiled, parallel over planes) or
+``"numpy"`` (the plain reference), chosen by ``TINYMETA_KERNELS=numpy|numba`` at
+import or ``set_kernels(name)`` at any time.  If Numba cannot be imported the
+NumPy kernels are used and a one-line notice goes to stderr.  Arguments are
+validated here, once, for both implementations.
+
+Arrays that are not ``numpy.ndarray`` (e.g. CuPy arrays) are routed to
+``autograd.kernels.cupy_kernels`` when that module exists.
+"""
+import importlib
+import operator
+import os
+import sys
+
+import numpy as np
+
+from . import im2col_numpy as _im2col_numpy
+from . import pool_numpy as _pool_numpy
+
+__all__ = ["im2col", "col2im", "maxpool_argmax", "gather_plane", "scatter_add_plane",
+           "set_kernels", "kernels_name"]
+
+_KERNELS = ("im2col", "col2im", "maxpool_argmax", "gather_plane", "scatter_add_plane")
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+_name = None            # "numpy" or "numba"
+_numba_impl = None      # dict kernel name -> function, once loaded
+_numba_notice_given = False
+_cupy_module = None
+
+# the active implementations, swapped by set_kernels
+_im2col = _im2col_numpy.im2col
+_col2im = _im2col_numpy.col2im
+_maxpool_argmax = _pool_numpy.maxpool_argmax
+_gather_plane = _pool_numpy.gather_plane
+_scatter_add_plane = _pool_numpy.scatter_add_plane
+
+_NUMPY_IMPL = {
+    "im2col": _im2col_numpy.im2col,
+    "col2im": _im2col_numpy.col2im,
+    "maxpool_argmax": _pool_numpy.maxpool_argmax,
+    "gather_plane": _pool_numpy.gather_plane,
+    "scatter_add_plane": _pool_numpy.scatter_add_plane,
+}
+
+
+def _load_numba():
+    """The Numba kernels, or None (with a one-time stderr notice) if Numba is unusable."""
+    global _numba_impl, _numba_notice_given
+    if _numba_impl is None:
+        try:
+            from . import im2col_numba, pool_numba
+        except Exception as e:  # not installed, or installed but broken: never crash
+            if not _numba_notice_given:
+                _numba_notice_given = True
+                reason = (str(e).splitlines() or [type(e).__name__])[0]
+                print(f"tinymeta: numba unavailable ({reason}); using the numpy kernels",
+                      file=sys.stderr)
+            return None
+        _numba_impl = {
+            "im2col": im2col_numba.im2col,
+            "col2im": im2col_numba.col2im,
+            "maxpool_argmax": pool_numba.maxpool_argmax,
+            "gather_plane": pool_numba.gather_plane,
+            "scatter_add_plane": pool_numba.scatter_add_plane,
+        }
+    return _numba_impl
+
+
+def set_kernels(name):
+    """Use the ``"numpy"`` or ``"numba"`` kernels from now on; returns the name in effect.
+
+    Asking for ``"numba"`` when Numba cannot be imported falls back to ``"numpy"``
+    (with a one-line notice on stderr) instead of failing.
+    """
+    global _name, _im2col, _col2im, _maxpool_argmax, _gather_plane, _scatter_add_plane
+    if name == "numpy":
+        impl = _NUMPY_IMPL
+    elif name == "numba":
+        impl = _load_numba()
+        if impl is None:
+            name, impl = "numpy", _NUMPY_IMPL
+    else:
+        raise ValueError(f"set_kernels: unknown kernels {name!r}; choose 'numpy' or 'numba'")
+    _im2col = impl["im2col"]
+    _col2im = impl["col2im"]
+    _maxpool_argmax = impl["maxpool_argmax"]
+    _gather_plane = impl["gather_plane"]
+    _scatter_add_plane = impl["scatter_add_plane"]
+    _name = name
+    return name
+
+
+def kernels_name():
+    """``"numpy"`` or ``"numba"``: the kernels currently in use."""
+    return _name
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _shape(kernel, what, a, ndim, axes):
+    shape = getattr(a, "shape", None)
+    if shape is None:
+        raise TypeError(f"{kernel}: {what} must be an array, got {type(a).__name__}")
+    shape = tuple(shape)
+    if len(shape) != ndim:
+        raise ValueError(f"{kernel}: expected {what} of shape {axes}, got {shape}")
+    return shape
+
+
+def _float(kernel, what, a):
+    if a.dtype not in _FLOATS:
+        raise TypeError(f"{kernel}: expected {what} of dtype float32 or float64, got {a.dtype}")
+
+
+def _ints(kernel, **params):
+    """The named parameters as Python ints (kernel sizes and strides >= 1, padding >= 0)."""
+    out = []
+    for key, value in params.items():
+        try:
+            v = operator.index(value)
+        except TypeError:
+            raise TypeError(f"{kernel}: {key} must be an integer, got {value!r}") from None
+        low = 0 if key in ("ph", "pw") else 1
+        if v < low:
+            raise ValueError(f"{kernel}: {key} must be >= {low}, got {v}")
+        out.append(v)
+    return out
+
+
+def _fits(kernel, H, W, kh, kw, ph, pw):
+    if H + 2 * ph < kh or W + 2 * pw < kw:
+        raise ValueError(f"{kernel}: kernel {kh}x{kw} with padding "
+                         f"{ph if ph == pw else f'{ph}x{pw}'} does not fit input {H}x{W}")
+
+
+def _index_array(kernel, idx, shape, HW, check_range):
+    if not isinstance(idx, np.ndarray):
+        idx = np.asarray(idx)
+    if tuple(idx.shape) != shape:
+        raise ValueError(f"{kernel}: expected idx of shape {shape}, got {tuple(idx.shape)}")
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"{kernel}: expected an integer idx, got {idx.dtype}")
+    if idx.dtype != np.int64:
+        idx = idx.astype(np.int64)
+    if check_range and idx.size and (idx.min() < 0 or idx.max() >= HW):
+        raise IndexError(f"{kernel}: idx out of range for a plane of {HW} elements "
+                         f"(min {idx.min()}, max {idx.max()})")
+    return idx
+
+
+def _foreign(kernel, a):
+    """The kernel for a non-NumPy array, from autograd.kernels.cupy_kernels when it exists."""
+    global _cupy_module
+    if _cupy_module is None:
+        try:
+            _cupy_module = importlib.import_module(__name__ + ".cupy_kernels")
+        except ModuleNotFoundError as e:
+            if e.name != __name__ + ".cupy_kernels":
+                raise
+            _cupy_module = False
+    fn = getattr(_cupy_module, kernel, None) if _cupy_module else None
+    if fn is None:
+        raise NotImplementedError(
+            f"{kernel}: no kernel for arrays of type {type(a).__module__}.{type(a).__name__} "
+            f"(only numpy.ndarray is supported; CuPy kernels belong in "
+            f"{__name__}.cupy_kernels, which is not available)")
+    return fn
+
+
+# ---------------------------------------------------------------- public kernels
+
+
+def im2col(x, kh, kw, sh, sw, ph, pw):
+    """Unfold (B, C, H, W) -> (B, C*kh*kw, OH*OW); see the module docstring."""
+    B, C, H, W = _shape("im2col", "x", x, 4, "(B, C, H, W)")
+    _float("im2col", "x", x)
+    kh, kw, sh, sw, ph, pw = _ints("im2col", kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw)
+    _fits("im2col", H, W, kh, kw, ph, pw)
+    if not isinstance(x, np.ndarray):
+        return _foreign("im2col", x)(x, kh, kw, sh, sw, ph, pw)
+    return _im2col(x, kh, kw, sh, sw, ph, pw)
+
+
+def col2im(cols, H, W, kh, kw, sh, sw, ph, pw):
+    """Fold (B, C*kh*kw, OH*OW) -> (B, C, H, W), summing overlaps: the adjoint of im2col."""
+    B, R, L = _shape("col2im", "cols", cols, 3, "(B, C*kh*kw, OH*OW)")
+    _float("col2im", "cols", cols)
+    H, W, kh, kw, sh, sw, ph, pw = _ints("col2im", H=H, W=W, kh=kh, kw=kw, sh=sh, sw=sw,
+                                         ph=ph, pw=pw)
+    _fits("col2im", H, W, kh, kw, ph, pw)
+    OH, OW = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    if R % (kh * kw) or L != OH * OW:
+        raise ValueError(f"col2im: cols of shape {(B, R, L)} do not match kernel {kh}x{kw} on "
+                         f"input {H}x{W} (expected (B, C*{kh * kw}, {OH * OW}))")
+    if not isinstance(cols, np.ndarray):
+        return _foreign("col2im", cols)(cols, H, W, kh, kw, sh, sw, ph, pw)
+    return _col2im(cols, H, W, kh, kw, sh, sw, ph, pw)
+
+
+def maxpool_argmax(x, kh, kw, sh, sw):
+    """int64 (B, C, OH*OW): flat in-plane index of each window's max (no padding)."""
+    B, C, H, W = _shape("maxpool_argmax", "x", x, 4, "(B, C, H, W)")
+    _float("maxpool_argmax", "x", x)
+    kh, kw, sh, sw = _ints("maxpool_argmax", kh=kh, kw=kw, sh=sh, sw=sw)
+    _fits("maxpool_argmax", H, W, kh, kw, 0, 0)
+    if not isinstance(x, np.ndarray):
+        return _foreign("maxpool_argmax", x)(x, kh, kw, sh, sw)
+    return _maxpool_argmax(x, kh, kw, sh, sw)
+
+
+def gather_plane(x, idx):
+    """(B, C, L): ``x[b, c].ravel()[idx[b, c, l]]``."""
+    B, C, H, W = _shape("gather_plane", "x", x, 4, "(B, C, H, W)")
+    _float("gather_plane", "x", x)
+    L = _shape("gather_plane", "idx", idx, 3, "(B, C, L)")[2]
+    if not isinstance(x, np.ndarray):
+        return _foreign("gather_plane", x)(x, idx)
+    idx = _index_array("gather_plane", idx, (B, C, L), H * W, check_range=True)
+    return _gather_plane(x, idx)
+
+
+def scatter_add_plane(g, idx, H, W):
+    """(B, C, H, W) zeros with ``g`` added at the flat in-plane ``idx``: the adjoint of gather_plane."""
+    B, C, L = _shape("scatter_add_plane", "g", g, 3, "(B, C, L)")
+    _float("scatter_add_plane", "g", g)
+    H, W = _ints("scatter_add_plane", H=H, W=W)
+    if not isinstance(g, np.ndarray):
+        return _foreign("scatter_add_plane", g)(g, idx, H, W)
+    idx = _index_array("scatter_add_plane", idx, (B, C, L), H * W, check_range=True)
+    return _scatter_add_plane(g, idx, H, W)
+
+
+_env = os.environ.get("TINYMETA_KERNELS", "numba")
+if _env not in ("numpy", "numba"):
+    raise ValueError(f"TINYMETA_KERNELS={_env!r} is not a kernel set; use 'numpy' or 'numba'")
+set_kernels(_env)

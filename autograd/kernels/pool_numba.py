@@ -1,0 +1,96 @@
+"""Numba-compiled max-pooling kernels; same contract as ``pool_numpy``.
+
+``maxpool_argmax(x, kh, kw, sh, sw)`` (no padding): (B, C, H, W) -> int64
+(B, C, OH*OW), the flat in-plane index ``h*W + w`` of each window's maximum,
+ties to the first position in row-major window order (first NaN wins, as in
+``np.argmax``).
+
+``gather_plane(x, idx)``: ``out[b, c, l] = x[b, c].ravel()[idx[b, c, l]]``.
+
+``scatter_add_plane(g, idx, H, W)`` is the exact adjoint of ``gather_plane``:
+zeros (B, C, H, W) with ``g[b, c, l]`` added at flat position ``idx[b, c, l]``,
+duplicates accumulating.
+
+All three run ``prange`` over the B*C planes; each plane's output is written by
+one thread only (scatter accumulates serially in l order, matching the NumPy
+reference's ``np.add.at``).  Indices are trusted here (the dispatcher checks
+their range).  Compiled per dtype on first use and cached in __pycache__.
+"""
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True, parallel=True)
+def _maxpool_argmax(x, kh, kw, sh, sw, OH, OW, out):
+    B, C, H, W = x.shape
+    for p in prange(B * C):
+        b = p // C
+        c = p - b * C
+        for oh in range(OH):
+            h0 = oh * sh
+            for ow in range(OW):
+                w0 = ow * sw
+                best = x[b, c, h0, w0]
+                bi = h0 * W + w0
+                done = best != best  # a NaN is the maximum; the first one wins
+                i = 0
+                while i < kh and not done:
+                    h = h0 + i
+                    for j in range(kw):
+                        v = x[b, c, h, w0 + j]
+                        if v > best:
+                            best = v
+                            bi = h * W + w0 + j
+                        elif v != v:
+                            bi = h * W + w0 + j
+                            done = True
+                            break
+                    i += 1
+                out[b, c, oh * OW + ow] = bi
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _gather_plane(x, idx, out):
+    B, C, L = idx.shape
+    for p in prange(B * C):
+        b = p // C
+        c = p - b * C
+        for l in range(L):
+            out[b, c, l] = x[b, c, idx[b, c, l]]
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _scatter_add_plane(g, idx, out):
+    B, C, L = g.shape
+    for p in prange(B * C):
+        b = p // C
+        c = p - b * C
+        for l in range(L):
+            out[b, c, idx[b, c, l]] += g[b, c, l]
+    return out
+
+
+def maxpool_argmax(x, kh, kw, sh, sw):
+    x = np.ascontiguousarray(x)
+    B, C, H, W = x.shape
+    OH, OW = (H - kh) // sh + 1, (W - kw) // sw + 1
+    out = np.empty((B, C, OH * OW), dtype=np.int64)
+    return _maxpool_argmax(x, kh, kw, sh, sw, OH, OW, out)
+
+
+def gather_plane(x, idx):
+    B, C, H, W = x.shape
+    x = np.ascontiguousarray(x).reshape(B, C, H * W)
+    idx = np.ascontiguousarray(idx, dtype=np.int64)
+    out = np.empty(idx.shape, dtype=x.dtype)
+    return _gather_plane(x, idx, out)
+
+
+def scatter_add_plane(g, idx, H, W):
+    g = np.ascontiguousarray(g)
+    idx = np.ascontiguousarray(idx, dtype=np.int64)
+    B, C, L = g.shape
+    out = np.zeros((B, C, H * W), dtype=g.dtype)
+    return _scatter_add_plane(g, idx, out).reshape(B, C, H, W)

@@ -1,0 +1,34 @@
+"""Whether operations are being recorded into the graph.
+
+Recording is on by default. ``no_grad()`` turns it off (evaluation, optimizer updates), and
+the engine itself turns it off while it runs a backward pass with ``create_graph=False``:
+then the backward ops compute plain numbers. With ``create_graph=True`` it stays on, so the
+backward pass is recorded like any other computation and can be differentiated again.
+"""
+import contextlib
+
+_state = {"enabled": True}
+
+
+def is_grad_enabled():
+    return _state["enabled"]
+
+
+@contextlib.contextmanager
+def set_grad_enabled(enabled):
+    previous = _state["enabled"]
+    _state["enabled"] = bool(enabled)
+    try:
+        yield
+    finally:
+        _state["enabled"] = previous
+
+
+def no_grad():
+    """Context manager: operations inside are not recorded (no graph, no memory kept)."""
+    return set_grad_enabled(False)
+
+
+def enable_grad():
+    """Context manager: operations inside are recorded, even inside ``no_grad()``."""
+    return set_grad_enabled(True)

@@ -1,0 +1,113 @@
+"""+, -, *, /, negation and powers by a constant, with NumPy broadcasting.
+
+When an input was broadcast in the forward pass, its gradient is summed back to its own
+shape with ``sum_to`` (itself differentiable: its backward is ``broadcast_to``).
+"""
+from .. import backend
+from ..function import Function
+from ._operands import binary_operands, broadcast_error, lift
+from .shape import sum_to
+
+
+def _broadcasting(op, f, a, b):
+    try:
+        return f(a, b)
+    except ValueError:
+        raise broadcast_error(op, a.shape, b.shape) from None
+
+
+class Add(Function):
+    def forward(self, a, b):
+        return _broadcasting("add", backend.xp.add, a, b)
+
+    def backward(self, gy):
+        a, b = self.inputs
+        return sum_to(gy, a.shape), sum_to(gy, b.shape)
+
+
+class Sub(Function):
+    def forward(self, a, b):
+        return _broadcasting("sub", backend.xp.subtract, a, b)
+
+    def backward(self, gy):
+        a, b = self.inputs
+        return sum_to(gy, a.shape), sum_to(neg(gy), b.shape)
+
+
+class Mul(Function):
+    def forward(self, a, b):
+        return _broadcasting("mul", backend.xp.multiply, a, b)
+
+    def backward(self, gy):
+        a, b = self.inputs
+        ga = sum_to(gy * b, a.shape) if a.requires_grad else None   # ∂(ab)/∂a = b
+        gb = sum_to(gy * a, b.shape) if b.requires_grad else None   # ∂(ab)/∂b = a
+        return ga, gb
+
+
+class Div(Function):
+    def forward(self, a, b):
+        return _broadcasting("div", backend.xp.divide, a, b)
+
+    def backward(self, gy):
+        a, b = self.inputs
+        ga = sum_to(gy / b, a.shape) if a.requires_grad else None            # ∂(a/b)/∂a = 1/b
+        gb = sum_to(neg(gy * a / (b * b)), b.shape) if b.requires_grad else None  # ∂(a/b)/∂b = -a/b²
+        return ga, gb
+
+
+class Neg(Function):
+    def forward(self, x):
+        return -x
+
+    def backward(self, gy):
+        return (neg(gy),)
+
+
+class PowConst(Function):
+    """x ** c for a constant exponent c."""
+
+    def __init__(self, c):
+        self.c = c
+
+    def forward(self, x):
+        return x ** x.dtype.type(self.c)
+
+    def backward(self, gy):
+        (x,) = self.inputs
+        if self.c == 2:
+            return (gy * (x * 2.0),)
+        return (gy * (pow(x, self.c - 1) * float(self.c)),)   # d xᶜ/dx = c·xᶜ⁻¹
+
+
+def add(a, b):
+    a, b = binary_operands("add", a, b)
+    return Add()(a, b)
+
+
+def sub(a, b):
+    a, b = binary_operands("sub", a, b)
+    return Sub()(a, b)
+
+
+def mul(a, b):
+    a, b = binary_operands("mul", a, b)
+    return Mul()(a, b)
+
+
+def div(a, b):
+    a, b = binary_operands("div", a, b)
+    return Div()(a, b)
+
+
+def neg(x):
+    return Neg()(x)
+
+
+def pow(x, c):
+    if not isinstance(c, (int, float)):
+        raise TypeError(f"pow: only a constant Python number is supported as exponent, got "
+                        f"{type(c).__name__}; use exp(c * log(x)) for a tensor exponent")
+    if c == 1:
+        return x
+    return PowConst(c)(lift(x, x))

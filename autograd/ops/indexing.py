@@ -1,0 +1,145 @@
+"""Indexing (slices and integer-array gathers), its adjoint scatter-add, concatenate, stack
+and where. getitem and scatter_add are each other's backward, so every order is exact.
+"""
+from .. import backend
+from ..function import Function
+from ..tensor import Tensor
+from ._operands import binary_operands, broadcast_error
+
+
+def _raw_index(index):
+    """Index with Tensors replaced by their arrays (integer arrays and bool masks are constants)."""
+    if isinstance(index, tuple):
+        return tuple(_raw_index(i) for i in index)
+    if isinstance(index, Tensor):
+        return index.data
+    if isinstance(index, list):
+        return backend.xp.asarray(index)
+    return index
+
+
+def _is_basic(index):
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(p is None or p is Ellipsis or isinstance(p, (int, slice)) for p in parts)
+
+
+class GetItem(Function):
+    def __init__(self, index):
+        self.index = index
+
+    def forward(self, x):
+        self.in_shape = x.shape
+        try:
+            return x[self.index]
+        except IndexError as e:
+            raise IndexError(f"getitem: index {self.index!r} does not fit shape {tuple(x.shape)}: {e}") from None
+
+    def backward(self, gy):
+        return (scatter_add(gy, self.index, self.in_shape),)
+
+
+class ScatterAdd(Function):
+    """zeros(shape) with ``g`` added at ``index``: the adjoint of ``x[index]``."""
+
+    def __init__(self, index, shape):
+        self.index, self.shape = index, tuple(shape)
+
+    def forward(self, g):
+        xp = backend.xp
+        out = xp.zeros(self.shape, dtype=g.dtype)
+        if _is_basic(self.index):
+            out[self.index] = g                      # a slice: no repeated positions
+        elif backend.name == "cupy":
+            import cupyx
+            cupyx.scatter_add(out, self.index, g)
+        else:
+            xp.add.at(out, self.index, g)            # integer arrays may repeat positions
+        return out
+
+    def backward(self, gy):
+        return (getitem(gy, self.index),)
+
+
+def getitem(x, index):
+    return GetItem(_raw_index(index))(x)
+
+
+def scatter_add(g, index, shape):
+    return ScatterAdd(_raw_index(index), shape)(g)
+
+
+class Concatenate(Function):
+    def __init__(self, axis):
+        self.axis = axis
+
+    def forward(self, *xs):
+        self.sizes = [x.shape[self.axis] for x in xs]
+        try:
+            return backend.xp.concatenate(xs, axis=self.axis)
+        except ValueError:
+            shapes = ", ".join(str(tuple(x.shape)) for x in xs)
+            raise ValueError(f"concatenate: shapes {shapes} differ outside axis {self.axis}") from None
+
+    def backward(self, gy):
+        grads, start = [], 0
+        for size in self.sizes:                       # each input gets back its own slab
+            index = [slice(None)] * gy.ndim
+            index[self.axis] = slice(start, start + size)
+            grads.append(getitem(gy, tuple(index)))
+            start += size
+        return tuple(grads)
+
+
+def concatenate(tensors, axis=0):
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("concatenate: needs at least one tensor")
+    for t in tensors[1:]:
+        binary_operands("concatenate", tensors[0], t)
+    ndim = tensors[0].ndim
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"concatenate: axis {axis} is out of range for {ndim}-d tensors")
+    return Concatenate(axis % ndim)(*tensors)
+
+
+def stack(tensors, axis=0):
+    """Stack along a new axis: expand each input by one axis, then concatenate."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("stack: needs at least one tensor")
+    shape = tensors[0].shape
+    for t in tensors:
+        if t.shape != shape:
+            raise ValueError(f"stack: all shapes must be equal, got {tuple(shape)} and {tuple(t.shape)}")
+    axis = axis % (len(shape) + 1)
+    expanded = [t.reshape(shape[:axis] + (1,) + shape[axis:]) for t in tensors]
+    return concatenate(expanded, axis)
+
+
+class Where(Function):
+    def __init__(self, condition):
+        self.condition = condition
+
+    def forward(self, a, b):
+        return backend.xp.where(self.condition, a, b)
+
+    def backward(self, gy):
+        a, b = self.inputs
+        mask = Tensor._from_op(self.condition.astype(gy.dtype))      # a constant selection
+        ga = sum_to(gy * mask, a.shape) if a.requires_grad else None
+        gb = sum_to(gy * (1.0 - mask), b.shape) if b.requires_grad else None
+        return ga, gb
+
+
+def where(condition, a, b):
+    """Elements of ``a`` where ``condition`` holds, else of ``b`` (condition is a constant)."""
+    a, b = binary_operands("where", a, b)
+    cond = condition.data if isinstance(condition, Tensor) else backend.xp.asarray(condition)
+    try:
+        shape = backend.xp.broadcast_shapes(cond.shape, a.shape, b.shape)
+    except ValueError:
+        raise broadcast_error("where", cond.shape, a.shape, b.shape) from None
+    return Where(backend.xp.broadcast_to(cond.astype(bool), shape))(a, b)
+
+
+from .shape import sum_to  # noqa: E402

@@ -1,0 +1,69 @@
+"""Element-wise functions. Where the derivative is best said with the output y, the backward
+uses ``self.output()``: a Tensor in the graph, so the path through y is differentiated too.
+"""
+from .. import backend
+from ..function import Function
+from ..tensor import Tensor
+
+
+class Exp(Function):
+    def forward(self, x):
+        return backend.xp.exp(x)
+
+    def backward(self, gy):
+        return (gy * self.output(),)                # d eˣ/dx = eˣ = y
+
+
+class Log(Function):
+    def forward(self, x):
+        return backend.xp.log(x)
+
+    def backward(self, gy):
+        (x,) = self.inputs
+        return (gy / x,)                            # d log x/dx = 1/x
+
+
+class Sqrt(Function):
+    def forward(self, x):
+        return backend.xp.sqrt(x)
+
+    def backward(self, gy):
+        return (gy / (self.output() * 2.0),)        # d √x/dx = 1/(2√x)
+
+
+class Tanh(Function):
+    def forward(self, x):
+        return backend.xp.tanh(x)
+
+    def backward(self, gy):
+        y = self.output()
+        return (gy * (1.0 - y * y),)                # d tanh x/dx = 1 - y²
+
+
+class Sigmoid(Function):
+    def forward(self, x):
+        xp = backend.xp
+        # σ(x) = ½(1 + tanh(x/2)): no overflow for large |x|
+        return x.dtype.type(0.5) * (xp.tanh(x * x.dtype.type(0.5)) + x.dtype.type(1))
+
+    def backward(self, gy):
+        y = self.output()
+        return (gy * (y * (1.0 - y)),)              # σ' = σ(1 - σ)
+
+
+class ReLU(Function):
+    def forward(self, x):
+        return backend.xp.maximum(x, x.dtype.type(0))
+
+    def backward(self, gy):
+        (x,) = self.inputs
+        mask = (x.data > 0).astype(x.dtype)          # a constant: ReLU'' = 0 away from the kink
+        return (gy * Tensor._from_op(mask),)
+
+
+def exp(x): return Exp()(x)
+def log(x): return Log()(x)
+def sqrt(x): return Sqrt()(x)
+def tanh(x): return Tanh()(x)
+def sigmoid(x): return Sigmoid()(x)
+def relu(x): return ReLU()(x)
