@@ -1,0 +1,12 @@
+"""Neural-network layers as functions of explicit tensors (no hidden state).
+
+Every layer accepts an optional leading *task axis* on both the input and its parameters
+(``x`` (T, N, ...) with ``w`` (T, ...)), so the T tasks of a meta-batch, each with its own
+fast weights, run as one batched computation.
+"""
+from .linear import linear
+from .conv import conv2d, im2col, col2im
+from .pooling import max_pool2d
+from .batchnorm import batch_norm
+from .losses import cross_entropy, mse_loss
+from ..ops import relu, softmax, log_softmax
