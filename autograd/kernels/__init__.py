@@ -186,8 +186,13 @@ def _foreign(kernel, a):
 
 
 def im2col(x, kh, kw, sh, sw, ph, pw):
-    """Unfold (B, C, H, W) -> (B, C*kh*kw, OH*OW); see the module docstring."""
-    B, C, H, W = _shape("im2col", "x", x, 4, "(B, C, H, W)")
+    """Unfold (B, C, H, W) -> (B, C*kh*kw, OH*OW); or, in the grouped channel-major layout
+    used by conv2d, (G, C, N, H, W) -> (G, C*kh*kw, N*OH*OW): one matrix per group whose
+    columns run over the N images, so a group's convolution is a single matrix product."""
+    if getattr(x, "ndim", 0) == 5:
+        G, C, N, H, W = _shape("im2col", "x", x, 5, "(G, C, N, H, W)")
+    else:
+        B, C, H, W = _shape("im2col", "x", x, 4, "(B, C, H, W)")
     _float("im2col", "x", x)
     kh, kw, sh, sw, ph, pw = _ints("im2col", kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw)
     _fits("im2col", H, W, kh, kw, ph, pw)
@@ -196,20 +201,22 @@ def im2col(x, kh, kw, sh, sw, ph, pw):
     return _im2col(x, kh, kw, sh, sw, ph, pw)
 
 
-def col2im(cols, H, W, kh, kw, sh, sw, ph, pw):
-    """Fold (B, C*kh*kw, OH*OW) -> (B, C, H, W), summing overlaps: the adjoint of im2col."""
+def col2im(cols, H, W, kh, kw, sh, sw, ph, pw, N=None):
+    """Fold (B, C*kh*kw, OH*OW) -> (B, C, H, W), summing overlaps: the adjoint of im2col.
+    With ``N`` given, the grouped layout: (G, C*kh*kw, N*OH*OW) -> (G, C, N, H, W)."""
     B, R, L = _shape("col2im", "cols", cols, 3, "(B, C*kh*kw, OH*OW)")
     _float("col2im", "cols", cols)
     H, W, kh, kw, sh, sw, ph, pw = _ints("col2im", H=H, W=W, kh=kh, kw=kw, sh=sh, sw=sw,
                                          ph=ph, pw=pw)
+    n = 1 if N is None else _ints("col2im", N=N)[0]
     _fits("col2im", H, W, kh, kw, ph, pw)
     OH, OW = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
-    if R % (kh * kw) or L != OH * OW:
+    if R % (kh * kw) or L != n * OH * OW:
         raise ValueError(f"col2im: cols of shape {(B, R, L)} do not match kernel {kh}x{kw} on "
-                         f"input {H}x{W} (expected (B, C*{kh * kw}, {OH * OW}))")
+                         f"input {H}x{W} (expected (B, C*{kh * kw}, {n}*{OH * OW}))")
     if not isinstance(cols, np.ndarray):
-        return _foreign("col2im", cols)(cols, H, W, kh, kw, sh, sw, ph, pw)
-    return _col2im(cols, H, W, kh, kw, sh, sw, ph, pw)
+        return _foreign("col2im", cols)(cols, H, W, kh, kw, sh, sw, ph, pw, N)
+    return _col2im(cols, H, W, kh, kw, sh, sw, ph, pw, N)
 
 
 def maxpool_argmax(x, kh, kw, sh, sw):

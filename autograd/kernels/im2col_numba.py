@@ -1,6 +1,7 @@
 """Numba-compiled convolution unfold kernels; same contract as ``im2col_numpy``.
 
-``im2col(x, kh, kw, sh, sw, ph, pw)``: (B, C, H, W) -> (B, C*kh*kw, OH*OW) with
+``im2col(x, kh, kw, sh, sw, ph, pw)``: (B, C, H, W) -> (B, C*kh*kw, OH*OW), or in the
+grouped layout (G, C, N, H, W) -> (G, C*kh*kw, N*OH*OW) (see ``im2col_numpy``), with
 ``cols[b, (c*kh + i)*kw + j, oh*OW + ow] = xpad[b, c, oh*sh + i, ow*sw + j]``
 (``xpad`` = ``x`` zero-padded by ph rows / pw columns on each side).
 
@@ -19,62 +20,68 @@ from numba import njit, prange
 
 @njit(cache=True, parallel=True)
 def _im2col(x, kh, kw, sh, sw, ph, pw, OH, OW, out):
-    B, C, H, W = x.shape
-    for p in prange(B * C):
-        b = p // C
-        c = p - b * C
+    G, C, N, H, W = x.shape
+    L = OH * OW
+    for p in prange(G * C):
+        g = p // C
+        c = p - g * C
         for i in range(kh):
             for j in range(kw):
                 r = (c * kh + i) * kw + j
-                for oh in range(OH):
-                    h = oh * sh + i - ph
-                    base = oh * OW
-                    if h < 0 or h >= H:
-                        for ow in range(OW):
-                            out[b, r, base + ow] = 0
-                    else:
-                        for ow in range(OW):
-                            w = ow * sw + j - pw
-                            if w >= 0 and w < W:
-                                out[b, r, base + ow] = x[b, c, h, w]
-                            else:
-                                out[b, r, base + ow] = 0
+                for n in range(N):
+                    for oh in range(OH):
+                        h = oh * sh + i - ph
+                        base = n * L + oh * OW
+                        if h < 0 or h >= H:
+                            for ow in range(OW):
+                                out[g, r, base + ow] = 0
+                        else:
+                            for ow in range(OW):
+                                w = ow * sw + j - pw
+                                if w >= 0 and w < W:
+                                    out[g, r, base + ow] = x[g, c, n, h, w]
+                                else:
+                                    out[g, r, base + ow] = 0
     return out
 
 
 @njit(cache=True, parallel=True)
 def _col2im(cols, C, kh, kw, sh, sw, ph, pw, OH, OW, out):
-    B, _, H, W = out.shape
-    for p in prange(B * C):
-        b = p // C
-        c = p - b * C
+    G, _, N, H, W = out.shape
+    L = OH * OW
+    for p in prange(G * C):
+        g = p // C
+        c = p - g * C
         for i in range(kh):
             for j in range(kw):
                 r = (c * kh + i) * kw + j
-                for oh in range(OH):
-                    h = oh * sh + i - ph
-                    if h < 0 or h >= H:
-                        continue
-                    base = oh * OW
-                    for ow in range(OW):
-                        w = ow * sw + j - pw
-                        if w >= 0 and w < W:
-                            out[b, c, h, w] += cols[b, r, base + ow]
+                for n in range(N):
+                    for oh in range(OH):
+                        h = oh * sh + i - ph
+                        if h < 0 or h >= H:
+                            continue
+                        base = n * L + oh * OW
+                        for ow in range(OW):
+                            w = ow * sw + j - pw
+                            if w >= 0 and w < W:
+                                out[g, c, n, h, w] += cols[g, r, base + ow]
     return out
 
 
 def im2col(x, kh, kw, sh, sw, ph, pw):
-    x = np.ascontiguousarray(x)
-    B, C, H, W = x.shape
+    grouped = x.ndim == 5
+    x = np.ascontiguousarray(x if grouped else x[:, :, None])
+    G, C, N, H, W = x.shape
     OH, OW = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
-    out = np.empty((B, C * kh * kw, OH * OW), dtype=x.dtype)
+    out = np.empty((G, C * kh * kw, N * OH * OW), dtype=x.dtype)
     return _im2col(x, kh, kw, sh, sw, ph, pw, OH, OW, out)
 
 
-def col2im(cols, H, W, kh, kw, sh, sw, ph, pw):
+def col2im(cols, H, W, kh, kw, sh, sw, ph, pw, N=None):
     cols = np.ascontiguousarray(cols)
-    B = cols.shape[0]
+    G = cols.shape[0]
     C = cols.shape[1] // (kh * kw)
     OH, OW = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
-    out = np.zeros((B, C, H, W), dtype=cols.dtype)
-    return _col2im(cols, C, kh, kw, sh, sw, ph, pw, OH, OW, out)
+    out = np.zeros((G, C, 1 if N is None else N, H, W), dtype=cols.dtype)
+    out = _col2im(cols, C, kh, kw, sh, sw, ph, pw, OH, OW, out)
+    return out if N is not None else out[:, :, 0]

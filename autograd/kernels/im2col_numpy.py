@@ -25,25 +25,33 @@ def _out_size(n, k, s, p):
 
 
 def im2col(x, kh, kw, sh, sw, ph, pw):
-    B, C, H, W = x.shape
+    """x (B, C, H, W) -> (B, C*kh*kw, OH*OW), or grouped x (G, C, N, H, W) -> (G, C*kh*kw, N*OH*OW)."""
+    grouped = x.ndim == 5
+    if not grouped:
+        x = x[:, :, None]                                  # (B, C, 1, H, W)
+    G, C, N, H, W = x.shape
     OH, OW = _out_size(H, kh, sh, ph), _out_size(W, kw, sw, pw)
-    xpad = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    cols = np.empty((B, C, kh, kw, OH, OW), dtype=x.dtype)
+    xpad = np.pad(x, ((0, 0), (0, 0), (0, 0), (ph, ph), (pw, pw)))
+    cols = np.empty((G, C, kh, kw, N, OH, OW), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
             # rows i, i+sh, ..., i+sh*(OH-1) of the padded input (slice end clips)
-            cols[:, :, i, j] = xpad[:, :, i:i + sh * OH:sh, j:j + sw * OW:sw]
-    return cols.reshape(B, C * kh * kw, OH * OW)
+            cols[:, :, i, j] = xpad[..., i:i + sh * OH:sh, j:j + sw * OW:sw]
+    return cols.reshape(G, C * kh * kw, N * OH * OW)
 
 
-def col2im(cols, H, W, kh, kw, sh, sw, ph, pw):
-    B = cols.shape[0]
+def col2im(cols, H, W, kh, kw, sh, sw, ph, pw, N=None):
+    """The adjoint: (B, C*kh*kw, OH*OW) -> (B, C, H, W), or with ``N`` given,
+    (G, C*kh*kw, N*OH*OW) -> (G, C, N, H, W)."""
+    G = cols.shape[0]
     C = cols.shape[1] // (kh * kw)
     OH, OW = _out_size(H, kh, sh, ph), _out_size(W, kw, sw, pw)
-    c6 = cols.reshape(B, C, kh, kw, OH, OW)
-    xpad = np.zeros((B, C, H + 2 * ph, W + 2 * pw), dtype=cols.dtype)
+    n = 1 if N is None else N
+    c7 = cols.reshape(G, C, kh, kw, n, OH, OW)
+    xpad = np.zeros((G, C, n, H + 2 * ph, W + 2 * pw), dtype=cols.dtype)
     for i in range(kh):
         for j in range(kw):
             # for a fixed (i, j) the slice positions are distinct, so += is safe
-            xpad[:, :, i:i + sh * OH:sh, j:j + sw * OW:sw] += c6[:, :, i, j]
-    return np.ascontiguousarray(xpad[:, :, ph:ph + H, pw:pw + W])
+            xpad[..., i:i + sh * OH:sh, j:j + sw * OW:sw] += c7[:, :, i, j]
+    out = np.ascontiguousarray(xpad[..., ph:ph + H, pw:pw + W])
+    return out if N is not None else out[:, :, 0]

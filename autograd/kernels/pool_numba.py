@@ -3,7 +3,7 @@
 ``maxpool_argmax(x, kh, kw, sh, sw)`` (no padding): (B, C, H, W) -> int64
 (B, C, OH*OW), the flat in-plane index ``h*W + w`` of each window's maximum,
 ties to the first position in row-major window order (first NaN wins, as in
-``np.argmax``).
+``np.argmax``; inputs containing NaN take a separate, slower scan).
 
 ``gather_plane(x, idx)``: ``out[b, c, l] = x[b, c].ravel()[idx[b, c, l]]``.
 
@@ -22,6 +22,30 @@ from numba import njit, prange
 
 @njit(cache=True, parallel=True)
 def _maxpool_argmax(x, kh, kw, sh, sw, OH, OW, out):
+    """The fast path, for inputs without NaN (a plain strict > scan)."""
+    B, C, H, W = x.shape
+    for p in prange(B * C):
+        b = p // C
+        c = p - b * C
+        for oh in range(OH):
+            h0 = oh * sh
+            for ow in range(OW):
+                w0 = ow * sw
+                best = x[b, c, h0, w0]
+                bi = h0 * W + w0
+                for i in range(kh):
+                    for j in range(kw):
+                        v = x[b, c, h0 + i, w0 + j]
+                        if v > best:
+                            best = v
+                            bi = (h0 + i) * W + w0 + j
+                out[b, c, oh * OW + ow] = bi
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _maxpool_argmax_nan(x, kh, kw, sh, sw, OH, OW, out):
+    """The NaN-aware path (about 3x slower): a NaN is the maximum, the first one wins."""
     B, C, H, W = x.shape
     for p in prange(B * C):
         b = p // C
@@ -77,7 +101,9 @@ def maxpool_argmax(x, kh, kw, sh, sw):
     B, C, H, W = x.shape
     OH, OW = (H - kh) // sh + 1, (W - kw) // sw + 1
     out = np.empty((B, C, OH * OW), dtype=np.int64)
-    return _maxpool_argmax(x, kh, kw, sh, sw, OH, OW, out)
+    # np.min propagates NaN, and is much cheaper than NaN checks inside the scan
+    kernel = _maxpool_argmax_nan if x.size and np.isnan(x.min()) else _maxpool_argmax
+    return kernel(x, kh, kw, sh, sw, OH, OW, out)
 
 
 def gather_plane(x, idx):

@@ -24,13 +24,14 @@ from numpy.lib.stride_tricks import sliding_window_view
 def maxpool_argmax(x, kh, kw, sh, sw):
     B, C, H, W = x.shape
     OH, OW = (H - kh) // sh + 1, (W - kw) // sw + 1
-    # (B, C, OH, OW, kh, kw) view of every window, then one copy to flatten it
+    # (B, C, OH, OW, kh, kw) view of every window; move the window to the front and
+    # flatten it (one copy) so argmax reduces over a leading axis; first max wins
     win = sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
-    k = win.reshape(B, C, OH, OW, kh * kw).argmax(axis=-1)  # first max wins
-    ki, kj = np.divmod(k, kw)
-    h = np.arange(OH, dtype=np.int64)[:, None] * sh + ki
-    w = np.arange(OW, dtype=np.int64)[None, :] * sw + kj
-    return np.ascontiguousarray((h * W + w).reshape(B, C, OH * OW), dtype=np.int64)
+    k = np.moveaxis(win, (4, 5), (0, 1)).reshape(kh * kw, B, C, OH, OW).argmax(axis=0)
+    # window position k = i*kw + j  ->  plane index (oh*sh + i)*W + (ow*sw + j)
+    offset = (np.arange(kh, dtype=np.int64)[:, None] * W + np.arange(kw, dtype=np.int64)).ravel()
+    start = np.arange(OH, dtype=np.int64)[:, None] * (sh * W) + np.arange(OW, dtype=np.int64) * sw
+    return (offset[k] + start).reshape(B, C, OH * OW)
 
 
 def gather_plane(x, idx):
