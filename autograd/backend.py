@@ -46,7 +46,8 @@ def set_backend(backend_name):
 
 
 def to_numpy(array):
-    """A NumPy copy of ``array`` whichever backend made it (for saving and plotting)."""
+    """``array`` as a NumPy array whichever backend made it (copied off the GPU; a NumPy
+    array is returned as it is, not copied)."""
     if isinstance(array, numpy.ndarray):
         return array
     if hasattr(array, "get"):  # cupy.ndarray

@@ -28,8 +28,8 @@ def _order(roots):
         visited.add(id(t))
         stack.append((t, True))
         node = t.creator
-        if node is not None and node.inputs is not None:
-            for x in node.inputs:
+        if node is not None:
+            for x in node.saved_inputs():    # raises if a backward pass already freed them
                 if x.requires_grad and id(x) not in visited:
                     stack.append((x, False))
     return order  # post-order: every tensor after all tensors it depends on
@@ -79,7 +79,7 @@ def _backprop(op, outputs, grad_outputs, targets, create_graph, retain_graph):
         node = t.creator
         if (target_ids is None and node is None) or (target_ids is not None and id(t) in target_ids):
             useful.add(id(t))
-        elif node is not None and node.inputs is not None and any(id(x) in useful for x in node.inputs):
+        elif node is not None and any(id(x) in useful for x in node.inputs):
             useful.add(id(t))
     results = {}
     with mode.set_grad_enabled(create_graph):
@@ -90,8 +90,8 @@ def _backprop(op, outputs, grad_outputs, targets, create_graph, retain_graph):
             if target_ids is None and t.creator is None or target_ids is not None and id(t) in target_ids:
                 results[id(t)] = (t, g)
             node = t.creator
-            if node is None:
-                continue
+            if node is None or not any(id(x) in useful for x in node.inputs):
+                continue                     # nothing wanted lies beyond t: stop here
             inputs = node.saved_inputs()
             in_grads = node.backward(g)
             for x, gx in zip(inputs, in_grads):
@@ -137,6 +137,10 @@ def grad(outputs, inputs, grad_outputs=None, create_graph=False, retain_graph=No
 
 def backward(output, grad_output=None, retain_graph=False, create_graph=False):
     """Accumulate d(output)/d(leaf) into ``leaf.grad`` for every leaf that requires grad."""
+    if not output.requires_grad:
+        raise ValueError(f"backward: the output of shape {tuple(output.shape)} does not require "
+                         "grad: no input of its computation has requires_grad=True (or it was "
+                         "computed under no_grad())")
     found = _backprop("backward", (output,), None if grad_output is None else (grad_output,),
                       None, create_graph, retain_graph or create_graph)
     for leaf, g in found.values():

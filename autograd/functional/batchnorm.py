@@ -35,13 +35,12 @@ def batch_norm(x, gamma, beta, eps=1e-5, running_mean=None, running_var=None, tr
         sigma2 = var(x, axes, keepdims=True)                    # σ²_B
         if running_mean is not None:
             n = x.size // mu.size
-            with no_grad():
-                m = mu.data.reshape(-1, C).mean(axis=0)
-                v = sigma2.data.reshape(-1, C).mean(axis=0) * (n / max(n - 1, 1))
-                running_mean *= 1 - momentum
-                running_mean += momentum * m
-                running_var *= 1 - momentum
-                running_var += momentum * v
+            with no_grad():                     # one update per task, in order, as a loop would
+                for m, v in zip(mu.data.reshape(-1, C), sigma2.data.reshape(-1, C) * (n / max(n - 1, 1))):
+                    running_mean *= 1 - momentum
+                    running_mean += momentum * m          # r ← (1 − m) r + m μ_B
+                    running_var *= 1 - momentum
+                    running_var += momentum * v           # unbiased σ²_B, as in Ioffe & Szegedy
     else:
         if running_mean is None or running_var is None:
             raise ValueError("batch_norm: training=False needs running_mean and running_var")

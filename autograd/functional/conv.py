@@ -7,7 +7,7 @@ ordinary differentiable matmuls.
 """
 from .. import kernels
 from ..function import Function
-from ..ops import matmul, reshape
+from ..ops import matmul, reshape, transpose
 
 
 def _pair(v, what):
@@ -23,32 +23,33 @@ class Im2Col(Function):
         self.k, self.s, self.p = (kh, kw), stride, padding
 
     def forward(self, x):
-        self.hw = x.shape[-2:]
+        self.hw, self.n = x.shape[-2:], x.shape[2]
         return kernels.im2col(x, *self.k, *self.s, *self.p)
 
     def backward(self, gy):
-        return (col2im(gy, self.hw, self.k, self.s, self.p),)
+        return (col2im(gy, self.hw, self.n, self.k, self.s, self.p),)
 
 
 class Col2Im(Function):
-    def __init__(self, hw, k, stride, padding):
-        self.hw, self.k, self.s, self.p = hw, k, stride, padding
+    def __init__(self, hw, n, k, stride, padding):
+        self.hw, self.n, self.k, self.s, self.p = hw, n, k, stride, padding
 
     def forward(self, cols):
-        return kernels.col2im(cols, *self.hw, *self.k, *self.s, *self.p)
+        return kernels.col2im(cols, *self.hw, *self.k, *self.s, *self.p, N=self.n)
 
     def backward(self, gy):
         return (im2col(gy, self.k, self.s, self.p),)
 
 
 def im2col(x, k, stride, padding):
-    """(B, C, H, W) -> (B, C·kh·kw, OH·OW), differentiable."""
+    """(G, C, N, H, W) -> (G, C·kh·kw, N·OH·OW), differentiable: column (n, oh, ow) holds the
+    receptive field of output pixel (oh, ow) of image n."""
     return Im2Col(k[0], k[1], stride, padding)(x)
 
 
-def col2im(cols, hw, k, stride, padding):
-    """The adjoint of im2col: (B, C·kh·kw, OH·OW) -> (B, C, H, W), differentiable."""
-    return Col2Im(tuple(hw), tuple(k), stride, padding)(cols)
+def col2im(cols, hw, n, k, stride, padding):
+    """The adjoint of im2col: (G, C·kh·kw, N·OH·OW) -> (G, C, N, H, W), differentiable."""
+    return Col2Im(tuple(hw), n, tuple(k), stride, padding)(cols)
 
 
 def conv2d(x, w, b=None, stride=1, padding=0):
@@ -78,18 +79,14 @@ def conv2d(x, w, b=None, stride=1, padding=0):
         raise ValueError(f"conv2d: kernel {kh}x{kw} with padding {padding} does not fit input "
                          f"{H}x{W} (x {tuple(x.shape)})")
     lead = x.shape[:-3]                                             # (N,) or (T, N)
-    B = 1
-    for n in lead:
-        B *= n
-    cols = im2col(reshape(x, (B, C, H, W)), (kh, kw), (sh, sw), (ph, pw))   # (B, C·kh·kw, OH·OW)
-    K = C * kh * kw
-    if tasks:
-        T, N = lead
-        cols = reshape(cols, (T, N, K, OH * OW))
-        wm = reshape(w, (T, 1, O, K))
-    else:
-        wm = reshape(w, (O, K))
-    y = matmul(wm, cols)                                            # y = W · cols: (.., O, OH·OW)
+    G, N = (lead[0], lead[1]) if tasks else (1, lead[0])
+    K, L = C * kh * kw, OH * OW
+    # channel-major groups: (G, C, N, H, W), so each group's convolution is one matrix product
+    xg = transpose(reshape(x, (G, N, C, H, W)), (0, 2, 1, 3, 4))
+    cols = im2col(xg, (kh, kw), (sh, sw), (ph, pw))                  # (G, C·kh·kw, N·OH·OW)
+    wm = reshape(w, (G, O, K) if tasks else (O, K))
+    y = matmul(wm, cols)                                            # y = W · cols: (G, O, N·OH·OW)
+    y = transpose(reshape(y, (G, O, N, OH, OW)), (0, 2, 1, 3, 4))   # back to (G, N, O, OH, OW)
     y = reshape(y, lead + (O, OH, OW))
     if b is None:
         return y

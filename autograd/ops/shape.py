@@ -37,6 +37,8 @@ class Transpose(Function):
     def forward(self, x):
         if self.axes is None:
             self.axes = tuple(reversed(range(x.ndim)))
+        elif any(a < 0 for a in self.axes):
+            self.axes = tuple(a % x.ndim if -x.ndim <= a else a for a in self.axes)
         if sorted(self.axes) != list(range(x.ndim)):
             raise ValueError(f"transpose: axes {self.axes} are not a permutation for shape "
                              f"{tuple(x.shape)}")

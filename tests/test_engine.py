@@ -1,0 +1,229 @@
+"""Engine basics: Tensor attributes, dtype preservation, recording modes, accumulation,
+create_graph, higher-order derivatives.
+
+Tolerances: derivative values are compared with ``rtol=1e-12`` in float64 (closed forms,
+only rounding differs) and ``rtol=1e-5`` in float32; dtype checks are exact.
+"""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import autograd as ag
+from autograd import Tensor
+from autograd import functional as F
+
+seeds = st.integers(0, 2**32 - 1)
+
+
+# ----------------------------------------------------------------------------- Tensor basics
+def test_tensor_attributes():
+    a = np.arange(6.0).reshape(2, 3)
+    t = Tensor(a, requires_grad=True, name="w")
+    assert t.shape == (2, 3) and t.ndim == 2 and t.size == 6 and len(t) == 2
+    assert t.dtype == np.float64 and t.name == "w"
+    assert t.requires_grad and t.is_leaf and t.creator is None and t.grad is None
+    np.testing.assert_array_equal(t.numpy(), a)
+    assert isinstance(t.numpy(), np.ndarray)
+    assert Tensor(3.5).item() == 3.5
+    assert "requires_grad=True" in repr(t) and "requires_grad" not in repr(Tensor(a))
+    u = t * 2.0
+    assert not u.is_leaf and u.creator is not None and u.requires_grad
+    assert isinstance(t > 2.0, np.ndarray) and (t > 2.0).dtype == bool   # comparisons: no graph
+
+
+def test_tensor_constructor_dtypes():
+    assert ag.tensor(1.5).dtype == np.float64              # Python floats -> float64
+    assert ag.tensor([1.0, 2.0]).dtype == np.float64
+    assert ag.tensor([1, 2]).dtype.kind == "i"
+    assert Tensor(np.ones(2, np.float32)).dtype == np.float32   # arrays keep their dtype
+    assert Tensor([1, 2], dtype=np.float32).dtype == np.float32
+    t = Tensor(np.ones(2, np.float32)).requires_grad_()
+    assert t.requires_grad
+    with pytest.raises(TypeError):
+        Tensor(np.arange(2)).requires_grad_()
+
+
+# ----------------------------------------------------------------------------- dtypes
+def _families(rng, dtype):
+    """(name, function of one float tensor x of shape (2, 1, 3, 4)) covering every op family."""
+    w = Tensor(rng.standard_normal((2, 1, 2, 2)).astype(dtype))
+    lw = Tensor(rng.standard_normal((5, 4)).astype(dtype))
+    labels = np.array([[0, 1, 2], [3, 4, 0]])
+    c = Tensor(rng.standard_normal((4,)).astype(dtype))
+    return [
+        ("add", lambda x: x + c), ("sub", lambda x: c - x), ("mul", lambda x: x * c),
+        ("div", lambda x: x / (c * c + 1.0)), ("neg", lambda x: -x), ("pow2", lambda x: x ** 2),
+        ("pow_half", lambda x: (x * x + 1.0) ** 0.5), ("pow_neg", lambda x: (x * x + 1.0) ** -1),
+        ("exp", ag.exp), ("log", lambda x: ag.log(x * x + 1.0)), ("sqrt", lambda x: ag.sqrt(x * x + 1.0)),
+        ("tanh", ag.tanh), ("sigmoid", ag.sigmoid), ("relu", ag.relu),
+        ("sum", lambda x: x.sum(axis=(0, -1))), ("mean", lambda x: x.mean(axis=1, keepdims=True)),
+        ("var", lambda x: x.var(axis=-1)), ("max", lambda x: x.max(axis=2)),
+        ("logsumexp", lambda x: ag.logsumexp(x, -1)), ("log_softmax", ag.log_softmax),
+        ("softmax", lambda x: ag.softmax(x, 0)),
+        ("reshape", lambda x: x.reshape(6, 4)), ("transpose", lambda x: x.transpose(3, 1, 0, 2)),
+        ("swapaxes", lambda x: x.swapaxes(0, -1)), ("broadcast_to", lambda x: x.broadcast_to((5, 2, 1, 3, 4))),
+        ("sum_to", lambda x: ag.sum_to(x, (1, 3, 1))), ("getitem", lambda x: x[:, 0, ::-1, np.array([1, 1, 3])]),
+        ("mask", lambda x: x[x.data > 0]), ("scatter_add", lambda x: ag.scatter_add(x[0, 0], np.array([0, 0, 2]), (4, 4))),
+        ("concatenate", lambda x: ag.concatenate([x, x * 2.0], axis=-2)), ("stack", lambda x: ag.stack([x, x], 1)),
+        ("where", lambda x: ag.where(x.data > 0, x, c)), ("matmul", lambda x: x @ ag.swapaxes(lw, 0, 1)),
+        ("astype_same", lambda x: x.astype(dtype)),
+        ("linear", lambda x: F.linear(x.reshape(6, 4), lw)),
+        ("conv2d", lambda x: F.conv2d(x.reshape(2, 1, 3, 4), w, padding=1)),
+        ("max_pool2d", lambda x: F.max_pool2d(x, 2, 1)),
+        ("batch_norm", lambda x: F.batch_norm(x.reshape(2, 3, 2, 2), None, None)),
+        ("cross_entropy", lambda x: F.cross_entropy(x.reshape(2, 3, 4), labels % 4)),
+        ("mse_loss", lambda x: F.mse_loss(x, np.zeros((2, 1, 3, 4)))),
+    ]
+
+
+FAMILY_NAMES = [name for name, _ in _families(np.random.default_rng(0), np.float64)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_dtype_preserved_through_every_op_family(name, dtype):
+    rng = np.random.default_rng(1)
+    f = dict(_families(rng, dtype))[name]
+    x = Tensor(rng.standard_normal((2, 1, 3, 4)).astype(dtype), requires_grad=True)
+    y = f(x)
+    assert y.dtype == dtype, f"{name}: output {y.dtype} for input {dtype}"
+    (g,) = ag.grad((y * y).sum(), [x], create_graph=True)
+    assert g.dtype == dtype, f"{name}: gradient {g.dtype} for input {dtype}"
+    (gg,) = ag.grad((g * g).sum(), [x], allow_unused=True)
+    assert gg is None or gg.dtype == dtype, f"{name}: second derivative {gg.dtype}"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_python_scalars_take_the_tensor_dtype(dtype):
+    t = Tensor(np.array([1.0, 2.0], dtype=dtype), requires_grad=True)
+    for out in (t * 2.0, 2.0 * t, t + 1, 1 - t, t / 3.0, 3.0 / t, t ** 2, t ** 0.5, t - 0.5,
+                t * np.float64(2.0), ag.where(np.array([True, False]), t, 0.0)):
+        assert out.dtype == dtype
+    np.testing.assert_array_equal((t * 2.0).data, np.array([2.0, 4.0], dtype=dtype))
+
+
+def test_astype_float32_round_trip_gradient_dtype():
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    y = x.astype(np.float32)
+    assert y.dtype == np.float32 and y.creator is not None
+    (g,) = ag.grad((y * y).sum(), [x])
+    assert g.dtype == np.float64
+    np.testing.assert_allclose(g.data, 2 * x.data, rtol=1e-7)
+
+
+# ----------------------------------------------------------------------------- recording modes
+def test_no_grad_records_nothing():
+    x = Tensor(np.ones(3), requires_grad=True)
+    assert ag.is_grad_enabled()
+    with ag.no_grad():
+        assert not ag.is_grad_enabled()
+        y = ag.exp(x) * 2.0 + x
+        with ag.enable_grad():
+            z = x * 3.0
+    assert ag.is_grad_enabled()
+    assert y.creator is None and not y.requires_grad
+    assert z.creator is not None and z.requires_grad           # enable_grad wins inside
+    with ag.set_grad_enabled(False):
+        assert (x * x).creator is None
+
+
+def test_no_grad_restores_state_after_exception():
+    with pytest.raises(RuntimeError):
+        with ag.no_grad():
+            raise RuntimeError("boom")
+    assert ag.is_grad_enabled()
+
+
+def test_detach():
+    x = Tensor(np.array([1.0, -2.0, 3.0]), requires_grad=True)
+    y = x * x
+    d = y.detach()
+    assert d.creator is None and not d.requires_grad and d.is_leaf
+    np.testing.assert_array_equal(d.data, y.data)
+    (g,) = ag.grad((y.detach() * x).sum(), [x])             # the detached factor is a constant
+    np.testing.assert_allclose(g.data, x.data ** 2, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- accumulation
+def test_backward_accumulates_into_grad_over_two_calls():
+    x = Tensor(np.array([0.5, -1.0]), requires_grad=True)
+    c = Tensor(np.array([3.0, 4.0]))                          # no requires_grad: never touched
+    (ag.tanh(x) * c).sum().backward()
+    first = x.grad.data.copy()
+    np.testing.assert_allclose(first, (1 - np.tanh(x.data) ** 2) * c.data, rtol=1e-12)
+    (ag.tanh(x) * c).sum().backward()
+    np.testing.assert_allclose(x.grad.data, 2 * first, rtol=1e-12)
+    assert c.grad is None
+    assert x.grad.creator is None and not x.grad.requires_grad    # plain values by default
+
+
+def test_backward_create_graph_keeps_grad_differentiable():
+    x = Tensor(np.array([0.5, 2.0]), requires_grad=True)
+    (x ** 3).sum().backward(create_graph=True)
+    assert x.grad.requires_grad and x.grad.creator is not None
+    (gg,) = ag.grad(x.grad.sum(), [x])
+    np.testing.assert_allclose(gg.data, 6 * x.data, rtol=1e-12)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=seeds)
+def test_diamond_graph_accumulates_every_path(seed):
+    rng = np.random.default_rng(seed)
+    xv = rng.standard_normal(4)
+    x = Tensor(xv, requires_grad=True)
+    a = x * 2.0                     # x -> a -> out
+    b = ag.exp(x)                   # x -> b -> out
+    out = (a * b + x * x + a).sum()  # x used directly, a used twice
+    (g,) = ag.grad(out, [x])
+    expected = 2 * np.exp(xv) + 2 * xv * np.exp(xv) + 2 * xv + 2
+    np.testing.assert_allclose(g.data, expected, rtol=1e-12)
+
+
+def test_same_tensor_several_times_in_one_op():
+    x = Tensor(np.array([1.5, -0.5]), requires_grad=True)
+    (g,) = ag.grad((x * x * x).sum(), [x])
+    np.testing.assert_allclose(g.data, 3 * x.data ** 2, rtol=1e-12)
+    (g,) = ag.grad(ag.concatenate([x, x, x]).sum(), [x])
+    np.testing.assert_array_equal(g.data, [3.0, 3.0])
+
+
+def test_multiple_outputs_in_grad():
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    (g,) = ag.grad([(x * x).sum(), (x * 3.0).sum()], [x])
+    np.testing.assert_allclose(g.data, 2 * x.data + 3, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- create_graph
+def test_create_graph_results_are_in_the_graph():
+    x = Tensor(np.array([0.3, -0.7]), requires_grad=True)
+    y = (ag.tanh(x) * x).sum()
+    (g,) = ag.grad(y, [x], create_graph=True)
+    assert g.requires_grad and g.creator is not None
+    (h,) = ag.grad((ag.tanh(x) * x).sum(), [x], create_graph=False)
+    assert not h.requires_grad and h.creator is None
+    np.testing.assert_allclose(g.data, h.data, rtol=1e-15)
+
+
+@settings(max_examples=10, deadline=None)
+@given(xs=st.lists(st.floats(-3, 3), min_size=1, max_size=4))
+def test_third_derivative_of_x4(xs):
+    xv = np.array(xs)
+    x = Tensor(xv, requires_grad=True)
+    (g1,) = ag.grad((x ** 4).sum(), [x], create_graph=True)
+    np.testing.assert_allclose(g1.data, 4 * xv ** 3, rtol=1e-12, atol=1e-12)
+    (g2,) = ag.grad(g1.sum(), [x], create_graph=True)
+    np.testing.assert_allclose(g2.data, 12 * xv ** 2, rtol=1e-12, atol=1e-12)
+    (g3,) = ag.grad(g2.sum(), [x], create_graph=True)
+    np.testing.assert_allclose(g3.data, 24 * xv, rtol=1e-12, atol=1e-12)
+    (g4,) = ag.grad(g3.sum(), [x])
+    np.testing.assert_allclose(g4.data, 24.0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float32, 1e-5), (np.float64, 1e-12)])
+def test_third_derivative_keeps_dtype(dtype, rtol):
+    x = Tensor(np.array([0.5, -1.5], dtype=dtype), requires_grad=True)
+    g = (x ** 4).sum()
+    for _ in range(3):
+        (g,) = ag.grad(g.sum(), [x], create_graph=True)
+        assert g.dtype == dtype
+    np.testing.assert_allclose(g.data, 24 * x.data, rtol=rtol)
