@@ -42,11 +42,10 @@ class MetaLearner:
         return len(batch.support_x)
 
     # --- losses -------------------------------------------------------------------------
-    def task_losses(self, params, x, y, training=True):
+    def task_losses(self, params, x, y, training=True, track_running=True):
         """L_T(f_θ) per task: shape (T,) with a task axis, a scalar without."""
-        per_example = self.loss_fn(self.model(params, x, training=training), y, reduction="none")
-        if x.ndim == per_example.ndim + (x.ndim - per_example.ndim):
-            pass
+        out = self.model(params, x, training=training, track_running=track_running)
+        per_example = self.loss_fn(out, y, reduction="none")
         if self._has_task_axis(params):
             return mean(per_example, axis=tuple(range(1, per_example.ndim)))
         return mean(per_example)
@@ -69,9 +68,9 @@ class MetaLearner:
     def step_size(self, name):
         raise NotImplementedError
 
-    def inner_update(self, fast, x, y, create_graph):
+    def inner_update(self, fast, x, y, create_graph, training=True):
         """One gradient step of every task on its support set: θ' = θ − α ∇θ L_T(f_θ)."""
-        losses = self.task_losses(fast, x, y)
+        losses = self.task_losses(fast, x, y, training, track_running=False)
         total = tsum(losses) if losses.ndim else losses     # Σ_t L_t: slice t of ∇ is ∇L_t
         names = self.adapted_names()
         grads = grad(total, [fast[k] for k in names], create_graph=create_graph)
@@ -80,17 +79,19 @@ class MetaLearner:
             new[k] = fast[k] - self.step_size(k) * g          # θ' = θ − α ∇θ L_Ti(fθ)
         return new
 
-    def adapt(self, params, x, y, steps, create_graph):
+    def adapt(self, params, x, y, steps, create_graph, training=True):
         fast = params
         for _ in range(steps):
-            fast = self.inner_update(fast, x, y, create_graph)
+            fast = self.inner_update(fast, x, y, create_graph, training)
         return fast
 
     # --- meta-test ----------------------------------------------------------------------
     def evaluate(self, batch, steps, classification=False):
         """Query loss (and accuracy) after 0, 1, …, ``steps`` inner steps: arrays (steps+1, T).
 
-        Adaptation starts from a detached copy of θ; no second-order graph is built.
+        Adaptation starts from a detached copy of θ; no second-order graph is built. The model
+        runs in meta-test mode (``training=False``): a non-transductive batch-norm uses its
+        running statistics and does not update them.
         """
         xs, ys = self.inputs(batch, "support")
         xq, yq = self.inputs(batch, "query")
@@ -106,11 +107,11 @@ class MetaLearner:
             ls, acc = [], []
             for step in range(steps + 1):
                 with no_grad():
-                    ls.append(backend.to_numpy(self.task_losses(fast, x_q, y_q).data))
+                    ls.append(backend.to_numpy(self.task_losses(fast, x_q, y_q, training=False).data))
                 if classification:
-                    acc.append(self.accuracies(fast, x_q, y_q))
+                    acc.append(self.accuracies(fast, x_q, y_q, training=False))
                 if step < steps:
-                    fast = self.inner_update(fast, x_s, y_s, create_graph=False)
+                    fast = self.inner_update(fast, x_s, y_s, create_graph=False, training=False)
                     fast = {k: Tensor(v.data, requires_grad=True) for k, v in fast.items()}
             per_run_losses.append(np.array(ls))
             per_run_accs.append(np.array(acc))

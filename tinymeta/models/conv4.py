@@ -14,7 +14,10 @@ Batch-norm statistics are *transductive* by default (``transductive=True``): eve
 pass normalises with the statistics of the batch it is given, at meta-training and
 meta-test alike, as the original code did. With ``transductive=False`` the model keeps
 running averages while training and uses them at meta-test (``training=False``), so a
-test prediction depends on its own example only.
+test prediction depends on its own example only. The running averages are accumulated
+from the query-set passes only (the inner loop calls the model with
+``track_running=False``), one update per task in task order, so the batched task axis and
+the per-task loop end with the same statistics.
 """
 import numpy as np
 
@@ -54,7 +57,7 @@ class Conv4:
         arrays["b_head"] = np.zeros(self.ways)
         return leaves(arrays, dtype)
 
-    def body(self, params, x, training=True):
+    def body(self, params, x, training=True, track_running=True):
         """Features of x (N, C, H, W), or (T, N, C, H, W) with task-stacked params."""
         tasks = params["conv0.w"].ndim == 5
         h = x
@@ -64,8 +67,8 @@ class Conv4:
             use_batch = self.transductive or training
             rm, rv = self.running[f"bn{i}"]
             h = F.batch_norm(h, params[f"bn{i}.gamma"], params[f"bn{i}.beta"],
-                             running_mean=None if self.transductive else rm,
-                             running_var=None if self.transductive else rv,
+                             running_mean=None if self.transductive or (training and not track_running) else rm,
+                             running_var=None if self.transductive or (training and not track_running) else rv,
                              training=use_batch, momentum=self.bn_momentum, tasks=tasks)
             h = F.relu(h)
             if self.max_pool:
@@ -75,14 +78,14 @@ class Conv4:
             return reshape(h, lead + (self.features,))
         return mean(h, axis=(-2, -1))                      # average over the final 2×2 map
 
-    def __call__(self, params, x, training=True):
+    def __call__(self, params, x, training=True, track_running=True):
         if x.ndim not in (4, 5) or x.shape[-3] != self.in_channels:
             raise ValueError(f"Conv4: expected images (N, {self.in_channels}, H, W) or (T, N, "
                              f"{self.in_channels}, H, W), got {tuple(x.shape)}")
-        return F.linear(self.body(params, x, training), params["w_head"], params["b_head"])
+        return F.linear(self.body(params, x, training, track_running), params["w_head"], params["b_head"])
 
     def running_state(self):
-        return {f"{k}.{s}": backend.to_numpy(v) for k, (m, var) in self.running.items()
+        return {f"{k}.{s}": np.array(backend.to_numpy(v)) for k, (m, var) in self.running.items()
                 for s, v in (("mean", m), ("var", var))}
 
     def load_running_state(self, state):

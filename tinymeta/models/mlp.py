@@ -34,7 +34,7 @@ class MLP:
             arrays[f"b{i}"] = np.zeros(n_out)
         return leaves(arrays, dtype)
 
-    def __call__(self, params, x, training=True):
+    def __call__(self, params, x, training=True, track_running=True):
         """x (N, in) → (N, out); with task-stacked params, x (T, N, in) → (T, N, out)."""
         h = x
         last = len(self.sizes) - 2

@@ -5,7 +5,7 @@ from autograd import backend
 
 
 def arrays_to_state(prefix, arrays):
-    return {f"{prefix}/{k}": backend.to_numpy(v) for k, v in arrays.items()}
+    return {f"{prefix}/{k}": np.array(backend.to_numpy(v)) for k, v in arrays.items()}   # a snapshot
 
 
 def arrays_from_state(prefix, state):
