@@ -1,0 +1,1 @@
+"""Experiments reproducing results of the meta-learning papers with tinymeta."""
