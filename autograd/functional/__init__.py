@@ -5,7 +5,7 @@ Every layer accepts an optional leading *task axis* on both the input and its pa
 fast weights, run as one batched computation.
 """
 from .linear import linear
-from .conv import conv2d, im2col, col2im
+from .conv import conv2d, conv2d_grouped, im2col, col2im
 from .pooling import max_pool2d
 from .batchnorm import batch_norm
 from .losses import cross_entropy, mse_loss

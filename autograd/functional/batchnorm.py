@@ -5,34 +5,37 @@ is exact (no saved raw inverse standard deviation that would cut a second-order 
 """
 from .. import backend
 from ..mode import no_grad
-from ..ops import mean, reshape, sqrt, var
+from ..ops import mean, reshape, sqrt
 from ..tensor import Tensor
 
 
 def batch_norm(x, gamma, beta, eps=1e-5, running_mean=None, running_var=None, training=True,
-               momentum=0.1, tasks=False):
+               momentum=0.1, tasks=False, channel_axis=None):
     """Normalise x per channel (axis 1: x (N, C) or (N, C, H, W)).
 
     ``training=True`` uses the batch statistics (and updates ``running_mean``/``running_var``
     in place when given, as arrays); ``training=False`` uses the running statistics.
     With ``tasks=True`` axis 0 is a task axis: statistics are per task and ``gamma``/``beta``
-    are (T, C).
+    are (T, C). ``channel_axis`` overrides where the channels are (e.g. 1 for the
+    channel-major task layout (T, C, N, H, W) that Conv4 uses internally).
     """
     first = 1 if tasks else 0
     if x.ndim - first not in (2, 4):
         raise ValueError(f"batch_norm: expected x (N, C) or (N, C, H, W){' after the task axis' if tasks else ''}, "
                          f"got {tuple(x.shape)}")
-    C = x.shape[first + 1]
+    ch = first + 1 if channel_axis is None else channel_axis % x.ndim
+    C = x.shape[ch]
     want = (x.shape[0], C) if tasks else (C,)
     for name, p in (("gamma", gamma), ("beta", beta)):
         if p is not None and tuple(p.shape) != want:
             raise ValueError(f"batch_norm: {name} of shape {tuple(p.shape)} does not match "
                              f"{want} for x {tuple(x.shape)}")
-    axes = tuple(i for i in range(first, x.ndim) if i != first + 1)
-    stat_shape = tuple(n if (i == first + 1 or (tasks and i == 0)) else 1 for i, n in enumerate(x.shape))
+    axes = tuple(i for i in range(first, x.ndim) if i != ch)
+    stat_shape = tuple(n if (i == ch or (tasks and i == 0)) else 1 for i, n in enumerate(x.shape))
     if training:
         mu = mean(x, axes, keepdims=True)                       # μ_B
-        sigma2 = var(x, axes, keepdims=True)                    # σ²_B
+        d = x - mu                                              # x − μ_B, computed once
+        sigma2 = mean(d * d, axes, keepdims=True)               # σ²_B
         if running_mean is not None:
             n = x.size // mu.size
             with no_grad():                     # one update per task, in order, as a loop would
@@ -44,15 +47,16 @@ def batch_norm(x, gamma, beta, eps=1e-5, running_mean=None, running_var=None, tr
     else:
         if running_mean is None or running_var is None:
             raise ValueError("batch_norm: training=False needs running_mean and running_var")
-        rs = (1, C) + (1,) * (x.ndim - first - 2)
-        if tasks:
-            rs = (1,) + rs
+        rs = tuple(C if i == ch else 1 for i in range(x.ndim))
         mu = Tensor._from_op(backend.xp.asarray(running_mean, dtype=x.dtype).reshape(rs))
         sigma2 = Tensor._from_op(backend.xp.asarray(running_var, dtype=x.dtype).reshape(rs))
-    xhat = (x - mu) / sqrt(sigma2 + eps)                         # x̂ = (x − μ)/√(σ² + ε)
-    y = xhat
+        d = x - mu
+    # y = γ x̂ + β with x̂ = (x − μ)/√(σ² + ε). The per-channel factor γ/√(σ² + ε) is formed
+    # on the small statistics first, so the full-size tensor is touched only twice.
+    scale = 1.0 / sqrt(sigma2 + eps)
     if gamma is not None:
-        y = y * reshape(gamma, stat_shape)                       # γ x̂
+        scale = scale * reshape(gamma, stat_shape)
+    y = d * scale
     if beta is not None:
-        y = y + reshape(beta, stat_shape)                        # + β
+        y = y + reshape(beta, stat_shape)
     return y

@@ -80,13 +80,11 @@ def conv2d(x, w, b=None, stride=1, padding=0):
                          f"{H}x{W} (x {tuple(x.shape)})")
     lead = x.shape[:-3]                                             # (N,) or (T, N)
     G, N = (lead[0], lead[1]) if tasks else (1, lead[0])
-    K, L = C * kh * kw, OH * OW
     # channel-major groups: (G, C, N, H, W), so each group's convolution is one matrix product
     xg = transpose(reshape(x, (G, N, C, H, W)), (0, 2, 1, 3, 4))
-    cols = im2col(xg, (kh, kw), (sh, sw), (ph, pw))                  # (G, C·kh·kw, N·OH·OW)
-    wm = reshape(w, (G, O, K) if tasks else (O, K))
-    y = matmul(wm, cols)                                            # y = W · cols: (G, O, N·OH·OW)
-    y = transpose(reshape(y, (G, O, N, OH, OW)), (0, 2, 1, 3, 4))   # back to (G, N, O, OH, OW)
+    wg = reshape(w, (G,) + tuple(w.shape[-4:]))
+    y = conv2d_grouped(xg, wg, None, (sh, sw), (ph, pw))           # (G, O, N, OH, OW)
+    y = transpose(y, (0, 2, 1, 3, 4))                               # back to (G, N, O, OH, OW)
     y = reshape(y, lead + (O, OH, OW))
     if b is None:
         return y
@@ -95,3 +93,21 @@ def conv2d(x, w, b=None, stride=1, padding=0):
                          f"{tuple(w.shape)} (expected {tuple(w.shape[:-3])})")
     bshape = (b.shape[0], 1, O, 1, 1) if tasks else (O, 1, 1)
     return y + reshape(b, bshape)
+
+
+def conv2d_grouped(x, w, b, stride, padding):
+    """Convolution in the channel-major task layout: x (G, C, N, H, W) with w (G, O, C, kh, kw)
+    and b (G, O) gives (G, O, N, OH, OW). Each group g is one matrix product
+    W_g (O × C·kh·kw) · cols_g (C·kh·kw × N·OH·OW), and the result is already channel-major,
+    so a network kept in this layout never transposes its activations."""
+    G, C, N, H, W = x.shape
+    _, O, _, kh, kw = w.shape
+    sh, sw = stride
+    ph, pw = padding
+    OH, OW = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    cols = im2col(x, (kh, kw), (sh, sw), (ph, pw))                  # (G, C·kh·kw, N·OH·OW)
+    y = matmul(reshape(w, (G, O, C * kh * kw)), cols)               # y = W · cols
+    y = reshape(y, (G, O, N, OH, OW))
+    if b is not None:
+        y = y + reshape(b, (G, O, 1, 1, 1))
+    return y

@@ -57,8 +57,21 @@ class ReLU(Function):
 
     def backward(self, gy):
         (x,) = self.inputs
-        mask = (x.data > 0).astype(x.dtype)          # a constant: ReLU'' = 0 away from the kink
-        return (gy * Tensor._from_op(mask),)
+        return (ReLUGrad(x.data > 0)(gy),)
+
+
+class ReLUGrad(Function):
+    """g ↦ g · 1[x > 0]: ReLU's vector-Jacobian product. The mask is a constant (ReLU'' = 0
+    away from the kink), so the op is linear in g and is its own backward."""
+
+    def __init__(self, mask):
+        self.mask = mask
+
+    def forward(self, g):
+        return backend.xp.where(self.mask, g, g.dtype.type(0))
+
+    def backward(self, gy):
+        return (ReLUGrad(self.mask)(gy),)
 
 
 def exp(x): return Exp()(x)

@@ -23,7 +23,7 @@ import numpy as np
 
 from autograd import backend
 from autograd import functional as F
-from autograd.ops import mean, reshape
+from autograd.ops import mean, reshape, transpose
 
 from ..parameters import leaves
 from .init import glorot_uniform
@@ -58,25 +58,37 @@ class Conv4:
         return leaves(arrays, dtype)
 
     def body(self, params, x, training=True, track_running=True):
-        """Features of x (N, C, H, W), or (T, N, C, H, W) with task-stacked params."""
-        tasks = params["conv0.w"].ndim == 5
-        h = x
+        """Features of x (N, C, H, W) → (N, F), or (T, N, C, H, W) → (T, N, F) with
+        task-stacked params.
+
+        Inside, activations are kept channel-major, (T, C, N, H, W): each task's convolution is
+        then one matrix product whose output is already in that layout, and batch-norm
+        reduces over (N, H, W) per (task, channel). Only the input and the final features are
+        transposed, both small.
+        """
+        if params["conv0.w"].ndim == 4:                        # one task: run it as T = 1
+            one = {k: reshape(v, (1,) + v.shape) for k, v in params.items()}
+            return reshape(self.body(one, reshape(x, (1,) + x.shape), training, track_running),
+                           (x.shape[0], self.features))
+        T, N = x.shape[:2]
+        h = transpose(x, (0, 2, 1, 3, 4))                       # (T, C, N, H, W)
+        stride, pad = ((1, 1), (1, 1)) if self.max_pool else ((2, 2), (1, 1))
         for i in range(4):
-            stride, pad = (1, 1) if self.max_pool else (2, 1)
-            h = F.conv2d(h, params[f"conv{i}.w"], params[f"conv{i}.b"], stride=stride, padding=pad)
+            h = F.conv2d_grouped(h, params[f"conv{i}.w"], params[f"conv{i}.b"], stride, pad)
             use_batch = self.transductive or training
+            track = not self.transductive and not (training and not track_running)
             rm, rv = self.running[f"bn{i}"]
             h = F.batch_norm(h, params[f"bn{i}.gamma"], params[f"bn{i}.beta"],
-                             running_mean=None if self.transductive or (training and not track_running) else rm,
-                             running_var=None if self.transductive or (training and not track_running) else rv,
-                             training=use_batch, momentum=self.bn_momentum, tasks=tasks)
+                             running_mean=rm if track or not use_batch else None,
+                             running_var=rv if track or not use_batch else None,
+                             training=use_batch, momentum=self.bn_momentum, tasks=True,
+                             channel_axis=1)
             h = F.relu(h)
             if self.max_pool:
-                h = F.max_pool2d(h, 2)
-        lead = h.shape[:-3]
-        if self.max_pool:
-            return reshape(h, lead + (self.features,))
-        return mean(h, axis=(-2, -1))                      # average over the final 2×2 map
+                h = F.max_pool2d(h, 2)                          # per (task, channel, image) plane
+        if self.max_pool:                                       # flatten each image: (T, N, C·h·w)
+            return reshape(transpose(h, (0, 2, 1, 3, 4)), (T, N, self.features))
+        return transpose(mean(h, axis=(-2, -1)), (0, 2, 1))    # average over the final 2×2 map
 
     def __call__(self, params, x, training=True, track_running=True):
         if x.ndim not in (4, 5) or x.shape[-3] != self.in_channels:
