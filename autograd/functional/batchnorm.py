@@ -3,9 +3,11 @@ is exact (no saved raw inverse standard deviation that would cut a second-order 
 
     x̂ = (x − μ_B) / √(σ²_B + ε),   y = γ x̂ + β          (Ioffe & Szegedy, 2015)
 """
-from .. import backend
+from .. import backend, kernels, mode
+from ..engine import grad
+from ..function import Function
 from ..mode import no_grad
-from ..ops import mean, reshape, sqrt
+from ..ops import mean, relu, reshape, sqrt
 from ..tensor import Tensor
 
 
@@ -60,3 +62,63 @@ def batch_norm(x, gamma, beta, eps=1e-5, running_mean=None, running_var=None, tr
     if beta is not None:
         y = y + reshape(beta, stat_shape)
     return y
+
+
+class BatchNormReLU(Function):
+    """relu(batch_norm(x)) with batch statistics, fused, in the channel-major layout
+    x (T, C, ...) with γ, β of shape (T, C).
+
+    The forward pass and the first-order backward pass are single fused kernels
+    (autograd.kernels.bn_relu_forward / bn_relu_backward). The backward keeps the batch
+    statistics as raw arrays, which would cut second-order paths if they were ever
+    differentiated: so it uses the kernel only when no graph is being recorded. When the
+    engine records the backward pass (``create_graph=True``), it instead rebuilds the
+    composed definition relu(γ·(x − μ)/√(σ² + ε) + β) from differentiable ops and returns
+    its vector-Jacobian product, recorded: exact to every order, and the same numbers.
+    In MAML that composed path runs on the support sets only; the large query sets take the
+    fused path.
+    """
+
+    def __init__(self, eps):
+        self.eps = eps
+
+    def forward(self, x, gamma, beta):
+        T, C = x.shape[:2]
+        y, self.mu, self.inv = kernels.bn_relu_forward(x.reshape(T, C, -1), gamma, beta, self.eps)
+        return y.reshape(x.shape)
+
+    def backward(self, gy):
+        x, gamma, beta = self.inputs
+        if not mode.is_grad_enabled():                          # first order: fused kernel
+            T, C = x.shape[:2]
+            gx, gg, gb = kernels.bn_relu_backward(gy.data.reshape(T, C, -1), x.data.reshape(T, C, -1),
+                                                  self.output().data.reshape(T, C, -1), self.mu,
+                                                  self.inv, gamma.data)
+            return Tensor._from_op(gx.reshape(x.shape)), Tensor._from_op(gg), Tensor._from_op(gb)
+        wanted = [t for t in (x, gamma, beta) if t.requires_grad]
+        y = relu(batch_norm(x, gamma, beta, self.eps, tasks=True, channel_axis=1))
+        found = iter(grad(y, wanted, grad_outputs=gy, create_graph=True, allow_unused=True))
+        return tuple(next(found) if t.requires_grad else None for t in (x, gamma, beta))
+
+
+def batch_norm_relu(x, gamma, beta, eps=1e-5, running_mean=None, running_var=None, momentum=0.1):
+    """relu(batch_norm(x)) with batch statistics for x (T, C, ...) channel-major, γ/β (T, C).
+
+    Updates ``running_mean``/``running_var`` (arrays of shape (C,)) in place when given,
+    one update per task in order, like ``batch_norm``.
+    """
+    if x.ndim < 3 or tuple(gamma.shape) != tuple(x.shape[:2]) or tuple(beta.shape) != tuple(x.shape[:2]):
+        raise ValueError(f"batch_norm_relu: expected x (T, C, ...) with gamma and beta (T, C); got x "
+                         f"{tuple(x.shape)}, gamma {tuple(gamma.shape)}, beta {tuple(beta.shape)}")
+    node = BatchNormReLU(eps)
+    y = node(x, gamma, beta)
+    if running_mean is not None:
+        n = x.size // (x.shape[0] * x.shape[1])
+        var = (1.0 / (node.inv.astype(backend.xp.float64) ** 2) - eps) * (n / max(n - 1, 1))
+        for m, v in zip(node.mu, var):                       # one update per task, in order
+            running_mean *= 1 - momentum
+            running_mean += momentum * m
+            running_var *= 1 - momentum
+            running_var += momentum * v
+    return y
+

@@ -27,13 +27,16 @@ import sys
 
 import numpy as np
 
+from . import batchnorm_numpy as _batchnorm_numpy
 from . import im2col_numpy as _im2col_numpy
 from . import pool_numpy as _pool_numpy
 
 __all__ = ["im2col", "col2im", "maxpool_argmax", "gather_plane", "scatter_add_plane",
+           "bn_relu_forward", "bn_relu_backward",
            "set_kernels", "kernels_name"]
 
-_KERNELS = ("im2col", "col2im", "maxpool_argmax", "gather_plane", "scatter_add_plane")
+_KERNELS = ("im2col", "col2im", "maxpool_argmax", "gather_plane", "scatter_add_plane",
+            "bn_relu_forward", "bn_relu_backward")
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 _name = None            # "numpy" or "numba"
@@ -54,7 +57,11 @@ _NUMPY_IMPL = {
     "maxpool_argmax": _pool_numpy.maxpool_argmax,
     "gather_plane": _pool_numpy.gather_plane,
     "scatter_add_plane": _pool_numpy.scatter_add_plane,
+    "bn_relu_forward": _batchnorm_numpy.bn_relu_forward,
+    "bn_relu_backward": _batchnorm_numpy.bn_relu_backward,
 }
+_bn_relu_forward = _batchnorm_numpy.bn_relu_forward
+_bn_relu_backward = _batchnorm_numpy.bn_relu_backward
 
 
 def _load_numba():
@@ -62,7 +69,7 @@ def _load_numba():
     global _numba_impl, _numba_notice_given
     if _numba_impl is None:
         try:
-            from . import im2col_numba, pool_numba
+            from . import batchnorm_numba, im2col_numba, pool_numba
         except Exception as e:  # not installed, or installed but broken: never crash
             if not _numba_notice_given:
                 _numba_notice_given = True
@@ -76,8 +83,26 @@ def _load_numba():
             "maxpool_argmax": pool_numba.maxpool_argmax,
             "gather_plane": pool_numba.gather_plane,
             "scatter_add_plane": pool_numba.scatter_add_plane,
+            "bn_relu_forward": batchnorm_numba.bn_relu_forward,
+            "bn_relu_backward": batchnorm_numba.bn_relu_backward,
         }
+        _set_numba_threads()
     return _numba_impl
+
+
+def _set_numba_threads():
+    """Numba's worker threads, from TINYMETA_NUMBA_THREADS (default 1).
+
+    Why one by default: NumPy's BLAS keeps its own threads spinning for a while after every
+    matrix product, and Numba's OpenMP threads do the same after every parallel kernel. On a
+    small machine the two pools then fight for the cores; measured on the 2-core CI machine,
+    a second-order MAML step on the Omniglot network took 1.9 s with one Numba thread and
+    18-21 s with two (see experiments/bench.py, which reports both). Set the variable to use
+    more threads where cores are plentiful.
+    """
+    import numba
+    want = int(os.environ.get("TINYMETA_NUMBA_THREADS", "1"))
+    numba.set_num_threads(max(1, min(want, numba.config.NUMBA_NUM_THREADS)))
 
 
 def set_kernels(name):
@@ -87,6 +112,7 @@ def set_kernels(name):
     (with a one-line notice on stderr) instead of failing.
     """
     global _name, _im2col, _col2im, _maxpool_argmax, _gather_plane, _scatter_add_plane
+    global _bn_relu_forward, _bn_relu_backward
     if name == "numpy":
         impl = _NUMPY_IMPL
     elif name == "numba":
@@ -100,6 +126,8 @@ def set_kernels(name):
     _maxpool_argmax = impl["maxpool_argmax"]
     _gather_plane = impl["gather_plane"]
     _scatter_add_plane = impl["scatter_add_plane"]
+    _bn_relu_forward = impl["bn_relu_forward"]
+    _bn_relu_backward = impl["bn_relu_backward"]
     _name = name
     return name
 
@@ -250,6 +278,29 @@ def scatter_add_plane(g, idx, H, W):
         return _foreign("scatter_add_plane", g)(g, idx, H, W)
     idx = _index_array("scatter_add_plane", idx, (B, C, L), H * W, check_range=True)
     return _scatter_add_plane(g, idx, H, W)
+
+
+def bn_relu_forward(x, gamma, beta, eps):
+    """Fused batch-norm (batch statistics) + ReLU on rows: x (T, C, M), gamma/beta (T, C)
+    -> (y, mean, inv_std); see batchnorm_numpy."""
+    T, C, M = _shape("bn_relu_forward", "x", x, 3, "(T, C, M)")
+    _float("bn_relu_forward", "x", x)
+    for what, p in (("gamma", gamma), ("beta", beta)):
+        if tuple(p.shape) != (T, C):
+            raise ValueError(f"bn_relu_forward: expected {what} of shape {(T, C)}, got {tuple(p.shape)}")
+    if not isinstance(x, np.ndarray):
+        return _foreign("bn_relu_forward", x)(x, gamma, beta, eps)
+    return _bn_relu_forward(x, gamma, beta, eps)
+
+
+def bn_relu_backward(gy, x, y, mu, inv, gamma):
+    """(gx, ggamma, gbeta): the vector-Jacobian product of bn_relu_forward."""
+    T, C, M = _shape("bn_relu_backward", "x", x, 3, "(T, C, M)")
+    if tuple(gy.shape) != (T, C, M):
+        raise ValueError(f"bn_relu_backward: expected gy of shape {(T, C, M)}, got {tuple(gy.shape)}")
+    if not isinstance(x, np.ndarray):
+        return _foreign("bn_relu_backward", x)(gy, x, y, mu, inv, gamma)
+    return _bn_relu_backward(gy, x, y, mu, inv, gamma)
 
 
 _env = os.environ.get("TINYMETA_KERNELS", "numba")

@@ -78,12 +78,14 @@ class Conv4:
             use_batch = self.transductive or training
             track = not self.transductive and not (training and not track_running)
             rm, rv = self.running[f"bn{i}"]
-            h = F.batch_norm(h, params[f"bn{i}.gamma"], params[f"bn{i}.beta"],
-                             running_mean=rm if track or not use_batch else None,
-                             running_var=rv if track or not use_batch else None,
-                             training=use_batch, momentum=self.bn_momentum, tasks=True,
-                             channel_axis=1)
-            h = F.relu(h)
+            if use_batch:                                       # fused kernel, batch statistics
+                h = F.batch_norm_relu(h, params[f"bn{i}.gamma"], params[f"bn{i}.beta"],
+                                      running_mean=rm if track else None,
+                                      running_var=rv if track else None, momentum=self.bn_momentum)
+            else:                                               # meta-test with running statistics
+                h = F.relu(F.batch_norm(h, params[f"bn{i}.gamma"], params[f"bn{i}.beta"],
+                                        running_mean=rm, running_var=rv, training=False,
+                                        tasks=True, channel_axis=1))
             if self.max_pool:
                 h = F.max_pool2d(h, 2)                          # per (task, channel, image) plane
         if self.max_pool:                                       # flatten each image: (T, N, C·h·w)
