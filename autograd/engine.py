@@ -73,32 +73,43 @@ def _backprop(op, outputs, grad_outputs, targets, create_graph, retain_graph):
             grads[id(y)] = grads[id(y)] + g if id(y) in grads else g
     order = _order([y for y in outputs if y.requires_grad])
     target_ids = None if targets is None else {id(t) for t in targets}
-    # only walk into tensors that lead to a target: no wasted vector-Jacobian products
-    useful = set()
+    # Only walk into tensors that lead to a target: no wasted vector-Jacobian products.
+    # useful: tensors on a path to a target; expand: those whose node leads further down.
+    useful, expand = set(), set()
     for t in order:
+        k = id(t)
         node = t.creator
-        if (target_ids is None and node is None) or (target_ids is not None and id(t) in target_ids):
-            useful.add(id(t))
-        elif node is not None and any(id(x) in useful for x in node.inputs):
-            useful.add(id(t))
+        if node is not None:
+            for x in node.inputs:
+                if id(x) in useful:
+                    expand.add(k)
+                    useful.add(k)
+                    break
+        if k in useful:
+            continue
+        if (node is None) if target_ids is None else (k in target_ids):
+            useful.add(k)
     results = {}
     with mode.set_grad_enabled(create_graph):
         for t in reversed(order):
-            g = grads.pop(id(t), None)
-            if g is None or id(t) not in useful:
+            k = id(t)
+            if k not in useful:
                 continue
-            if target_ids is None and t.creator is None or target_ids is not None and id(t) in target_ids:
-                results[id(t)] = (t, g)
-            node = t.creator
-            if node is None or not any(id(x) in useful for x in node.inputs):
+            g = grads.pop(k, None)
+            if g is None:
+                continue
+            if (t.creator is None) if target_ids is None else (k in target_ids):
+                results[k] = (t, g)
+            if k not in expand:
                 continue                     # nothing wanted lies beyond t: stop here
+            node = t.creator
             inputs = node.saved_inputs()
-            in_grads = node.backward(g)
-            for x, gx in zip(inputs, in_grads):
-                if gx is None or id(x) not in useful:
+            for x, gx in zip(inputs, node.backward(g)):
+                if gx is None:
                     continue
-                k = id(x)
-                grads[k] = grads[k] + gx if k in grads else gx
+                kx = id(x)
+                if kx in useful:
+                    grads[kx] = grads[kx] + gx if kx in grads else gx
             if not retain_graph:
                 node.release()
     return results

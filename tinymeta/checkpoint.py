@@ -31,6 +31,9 @@ def save(path, arrays, meta):
         raise CheckpointError(f"checkpoint.save: the array name {_META!r} is reserved")
     payload[_META] = np.array(json.dumps(meta))
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)                  # mkstemp makes 0600; a checkpoint is a normal file
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **payload)

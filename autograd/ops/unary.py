@@ -68,7 +68,7 @@ class ReLUGrad(Function):
         self.mask = mask
 
     def forward(self, g):
-        return backend.xp.where(self.mask, g, g.dtype.type(0))
+        return g * self.mask                             # bool mask: multiplies as 0/1 in g.dtype
 
     def backward(self, gy):
         return (ReLUGrad(self.mask)(gy),)

@@ -1,0 +1,213 @@
+"""Tests for experiments/omniglot.py with tiny settings (8 filters, meta-batch 2, 2 queries):
+checkpoint, log and curves written; a process really killed (SIGKILL) right after a
+checkpoint and resumed ends bit-identical to an uninterrupted run; evaluate prints accuracy
+with a confidence interval and writes JSON; Lake's runs; clear errors for bad options.
+
+They need the Omniglot files, found as in tests/test_omniglot_data.py: ``TINYMETA_DATA``
+(the folder holding ``omniglot/``), else ``../shared/data`` beside the repository;
+without either the tests that need data are skipped.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments import omniglot
+from tinymeta import checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--filters", "8", "--meta-batch", "2", "--query", "2", "--val-tasks", "2",
+        "--val-every", "2", "--checkpoint-every", "2", "--eval-steps", "2", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def data_dir():
+    from_env = os.environ.get("TINYMETA_DATA")
+    folder = Path(from_env) if from_env else REPO.parent / "shared" / "data"
+    if not (folder / "omniglot" / "omniglot_background.npz").is_file():
+        pytest.skip("Omniglot data not found: set TINYMETA_DATA to the folder holding omniglot/ "
+                    f"(looked in {folder})")
+    return folder
+
+
+def cli(*args, data_dir=None, kill_at=None):
+    """Run ``python -m experiments.omniglot`` in a subprocess; returns CompletedProcess."""
+    env = dict(os.environ)
+    env.pop(omniglot.KILL_ENV, None)
+    if kill_at is not None:
+        env[omniglot.KILL_ENV] = str(kill_at)
+    extra = ["--data-dir", str(data_dir)] if data_dir is not None else []
+    return subprocess.run([sys.executable, "-m", "experiments.omniglot", *map(str, args), *extra],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def start(*args, data_dir, kill_at=None):
+    env = dict(os.environ)
+    env.pop(omniglot.KILL_ENV, None)
+    if kill_at is not None:
+        env[omniglot.KILL_ENV] = str(kill_at)
+    return subprocess.Popen([sys.executable, "-m", "experiments.omniglot", *map(str, args),
+                             "--data-dir", str(data_dir)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run_main(argv, capsys):
+    """main() in-process; returns (exit code, stdout, stderr)."""
+    try:
+        omniglot.main([str(a) for a in argv])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def runs(data_dir, tmp_path_factory):
+    """An uninterrupted 4-iteration run, and one killed after its iteration-2 checkpoint and
+    then resumed to 4. The two training processes run at the same time."""
+    root = tmp_path_factory.mktemp("omniglot_runs")
+    whole, killed = root / "whole", root / "killed"
+    p_whole = start("--iterations", 4, "--out", whole, *TINY, data_dir=data_dir)
+    p_killed = start("--iterations", 4, "--out", killed, *TINY, data_dir=data_dir, kill_at=2)
+    outs = {name: (p.wait(timeout=300), *p.communicate()) for name, p in
+            (("whole", p_whole), ("killed", p_killed))}
+    assert outs["whole"][0] == 0, outs["whole"][2]
+    assert outs["killed"][0] == -9, f"expected SIGKILL, got {outs['killed']}"
+    after_kill = checkpoint.load(killed / "checkpoint.npz")
+    resumed = cli("--out", killed, "--resume", "--quiet", data_dir=data_dir)
+    assert resumed.returncode == 0, resumed.stderr
+    return {"whole": whole, "killed": killed, "after_kill": after_kill}
+
+
+def test_checkpoint_log_and_curves_are_written(runs):
+    out = runs["whole"]
+    arrays, meta = checkpoint.load(out / "checkpoint.npz")
+    assert meta["format"] == omniglot.FORMAT and meta["iteration"] == 4 and meta["finished"]
+    cfg = meta["config"]
+    assert (cfg["algo"], cfg["ways"], cfg["shots"], cfg["query"], cfg["filters"]) == ("maml", 5, 1, 2, 8)
+    assert (cfg["inner_lr"], cfg["inner_steps"], cfg["meta_lr"]) == (0.4, 1, 1e-3)    # 5-way defaults
+    assert "conv0.w" in checkpoint.split(arrays, "params")
+    assert checkpoint.split(arrays, "optimizer") and meta["optimizer"]["t"] == 4
+    assert len(arrays["log/loss"]) == 4 and list(arrays["log/val_iteration"]) == [2, 4]
+    assert "state" in meta["sampler_state"]
+    lines = (out / "log.csv").read_text().splitlines()
+    assert lines[0] == "iteration,loss,train_accuracy,val_accuracy,elapsed_s" and len(lines) == 5
+    assert lines[2].split(",")[3] != "" and lines[1].split(",")[3] == ""
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_killed_and_resumed_run_is_bit_identical(runs):
+    arrays_k, meta_k = runs["after_kill"]
+    assert meta_k["iteration"] == 2 and not meta_k["finished"]       # the kill came after it
+    a, meta_a = checkpoint.load(runs["whole"] / "checkpoint.npz")
+    b, meta_b = checkpoint.load(runs["killed"] / "checkpoint.npz")
+    assert sorted(a) == sorted(b)
+    for k in a:
+        if k == "log/elapsed":      # wall-clock times
+            continue
+        assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k
+    for k in ("iteration", "sampler_state", "optimizer", "config", "finished"):
+        assert meta_a[k] == meta_b[k], k
+    # and the run really moved on from the checkpoint it was killed at
+    assert not np.array_equal(arrays_k["params/conv0.w"], b["params/conv0.w"])
+
+
+def test_evaluate_prints_accuracy_with_ci_and_writes_json(runs, data_dir, capsys):
+    ckpt = runs["whole"] / "checkpoint.npz"
+    code, out, err = run_main(["evaluate", ckpt, "--tasks", 5, "--data-dir", data_dir, "--quiet"], capsys)
+    assert code == 0, err
+    assert "5-way 1-shot test accuracy" in out and "±" in out and "%" in out
+    result = json.loads((runs["whole"] / "checkpoint.eval.json").read_text())
+    assert result["tasks"] == 5 and len(result["per_task_accuracy"]) == 5
+    acc = 100 * np.array(result["per_task_accuracy"])
+    assert result["accuracy_percent"] == pytest.approx(acc.mean())
+    assert result["ci95_percent"] == pytest.approx(1.96 * acc.std() / np.sqrt(5))
+    assert f"{result['accuracy_percent']:.2f} ± {result['ci95_percent']:.2f}%" in out
+
+
+def test_lake_with_a_5_way_model_uses_nearest_neighbour(runs, data_dir, capsys):
+    ckpt = runs["whole"] / "checkpoint.npz"
+    code, out, err = run_main(["evaluate", ckpt, "--lake", "--data-dir", data_dir, "--quiet"], capsys)
+    assert code == 0, err
+    assert "MAML split" in err                          # the leakage warning
+    result = json.loads((runs["whole"] / "checkpoint.lake.json").read_text())
+    assert len(result["runs"]) == 20 and "nearest neighbour" in result["method"]
+    assert result["human_error_percent"] == 4.5 and 0 <= result["error_percent"] <= 100
+    assert "error" in out and "4.5%" in out
+
+
+def test_resume_rejects_changed_options(runs, data_dir, capsys):
+    code, out, err = run_main(["--out", runs["whole"], "--resume", "--ways", 20, "--inner-lr", 0.1,
+                               "--iterations", 6, "--data-dir", data_dir], capsys)
+    assert code == 2
+    assert "--ways: checkpoint 5, now 20" in err and "--inner-lr" in err and "Traceback" not in err
+    code, out, err = run_main(["--out", runs["whole"], "--iterations", 4, *TINY, "--data-dir", data_dir], capsys)
+    assert code == 2 and "pass --resume" in err
+
+
+def test_20_way_lake_adapts_and_reptile_trains(data_dir, tmp_path, capsys):
+    out20 = tmp_path / "w20"
+    code, _, err = run_main(["--ways", 20, "--iterations", 1, "--inner-steps", 1, "--split", "lake",
+                             *TINY, "--out", out20, "--data-dir", data_dir], capsys)
+    assert code == 0, err
+    code, out, err = run_main(["evaluate", out20 / "checkpoint.npz", "--lake", "--eval-steps", 1,
+                               "--data-dir", data_dir], capsys)
+    assert code == 0, err
+    assert "adapt the 20-way model" in out and "run20" in out and "MAML split" not in err
+    rep = tmp_path / "reptile"
+    code, _, err = run_main(["--algo", "reptile", "--iterations", 2, *TINY, "--out", rep,
+                             "--data-dir", data_dir], capsys)
+    assert code == 0, err
+    arrays, meta = checkpoint.load(rep / "checkpoint.npz")
+    assert meta["config"]["outer_lr"] == 1.0 and meta["config"]["inner_steps"] == 5
+    assert omniglot.reptile_lr(meta["config"], 1) == 1.0 and omniglot.reptile_lr(meta["config"], 2) == 0.5
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--shots", 10, "--query", 15], "--shots + --query = 10 + 15 = 25 is more than the 20"),
+    (["--ways", 5000], "--ways 5000 is more than the 4400 training classes"),
+    (["--iterations", 0], "--iterations: must be >= 1"),
+    (["--algo", "protonet"], "invalid choice: 'protonet'"),
+    (["--algo", "reptile", "--meta-lr", 0.1], "--meta-lr does not apply to --algo reptile"),
+    (["evaluate", "/nonexistent/checkpoint.npz"], "no such file"),
+])
+def test_bad_options_exit_2_with_a_clear_message(argv, message, data_dir, tmp_path, capsys):
+    extra = [] if argv[0] == "evaluate" else ["--out", tmp_path / "o", "--data-dir", data_dir]
+    code, out, err = run_main([*argv, *extra], capsys)
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "o" / "checkpoint.npz").exists()
+
+
+def test_not_a_checkpoint_is_rejected(tmp_path, capsys):
+    bogus = tmp_path / "x.npz"
+    np.savez(bogus, a=np.zeros(3))
+    code, out, err = run_main(["evaluate", bogus], capsys)
+    assert code == 2 and "not a tinymeta checkpoint" in err
+    checkpoint.save(bogus, {"a": np.zeros(3)}, {"something": "else"})
+    code, out, err = run_main(["evaluate", bogus], capsys)
+    assert code == 2 and "not a checkpoint of experiments.omniglot" in err
+
+
+def test_missing_data_is_reported_without_traceback(tmp_path):
+    (tmp_path / "omniglot").mkdir()
+    result = cli("--out", tmp_path / "o", "--iterations", 1, *TINY, data_dir=tmp_path)
+    assert result.returncode == 2
+    assert "Omniglot file not found" in result.stderr and "omniglot_background.npz" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_lean_adaptation_matches_metalearner_evaluate(runs, data_dir):
+    """adapted_accuracy (adapt, then one query pass) equals the last row of evaluate()."""
+    arrays, meta = checkpoint.load(runs["whole"] / "checkpoint.npz")
+    _model, learner, _ = omniglot.restore(arrays, meta)
+    _train, val, _test = omniglot.load_split(meta["config"], data_dir)
+    sampler = omniglot.EpisodeSampler(val, 5, 1, 2, rng=3)
+    batch = sampler.sample_batch(3)
+    lean = omniglot.adapted_accuracy(learner, batch, 2)
+    full = learner.evaluate(batch, 2, classification=True)["accuracy"][-1]
+    np.testing.assert_array_equal(lean, full)
