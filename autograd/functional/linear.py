@@ -1,6 +1,7 @@
 """Fully connected layer y = x Wᵀ + b, with W of shape (out, in) as in the papers' code."""
-from ..ops import matmul, reshape, swapaxes
-from ..tensor import Tensor
+from .. import backend
+from ..function import Function
+from ..ops import matmul, sum, swapaxes
 
 
 def linear(x, w, b=None):
@@ -14,12 +15,30 @@ def linear(x, w, b=None):
     if w.ndim == 3 and x.shape[0] != w.shape[0]:
         raise ValueError(f"linear: x has {x.shape[0]} tasks but w has {w.shape[0]} "
                          f"(x {tuple(x.shape)}, w {tuple(w.shape)})")
-    y = matmul(x, swapaxes(w, -1, -2))                  # y = x Wᵀ
     if b is None:
-        return y
+        return matmul(x, swapaxes(w, -1, -2))             # y = x Wᵀ
     if b.shape != w.shape[:-1]:
         raise ValueError(f"linear: bias of shape {tuple(b.shape)} does not match weight "
                          f"{tuple(w.shape)} (expected {tuple(w.shape[:-1])})")
-    if b.ndim == 2:
-        b = reshape(b, (b.shape[0], 1, b.shape[1]))       # one bias per task
-    return y + b
+    if x.dtype != w.dtype or x.dtype != b.dtype:
+        raise TypeError(f"linear: dtype mismatch, x {x.dtype}, w {w.dtype}, b {b.dtype}; "
+                        "convert with .astype() first")
+    return Linear()(x, w, b)
+
+
+class Linear(Function):
+    """y = x Wᵀ + b as one node: fewer nodes in the graph than matmul, transpose and add,
+    which matters for small networks where the per-op overhead dominates. Its backward is
+    written with differentiable ops, so it is differentiable again."""
+
+    def forward(self, x, w, b):
+        y = backend.xp.matmul(x, w.swapaxes(-1, -2))
+        y += b[..., None, :] if b.ndim == 2 else b
+        return y
+
+    def backward(self, gy):
+        x, w, b = self.inputs
+        gx = matmul(gy, w) if x.requires_grad else None                          # ∂L/∂x = G W
+        gw = matmul(swapaxes(gy, -1, -2), x) if w.requires_grad else None        # ∂L/∂W = Gᵀ x
+        gb = sum(gy, axis=-2) if b.requires_grad else None                       # ∂L/∂b = Σₙ G
+        return gx, gw, gb

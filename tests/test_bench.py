@@ -1,0 +1,107 @@
+"""Tests for experiments/bench.py: a ``--quick`` run of every case writes valid JSON with the
+expected keys and positive finite times; ``--backend cupy`` without CuPy fails with the
+backend's clear message. Speed is never asserted here."""
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autograd import backend, kernels
+from experiments import bench
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def quick_result(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    before = (backend.name, kernels.kernels_name(), bench.numba_threads())
+    rc = bench.main(["--quick", "--repeats", "2", "--warmup", "1", "--out", str(out)])
+    assert rc == 0
+    # the run leaves the global settings as it found them
+    assert (backend.name, kernels.kernels_name(), bench.numba_threads()) == before
+    return json.loads(out.read_text())
+
+
+def test_quick_run_writes_every_case(quick_result):
+    r = quick_result
+    for key in ("machine", "settings", "notes", "matmul", "cases", "ratios", "targets"):
+        assert key in r
+    for key in ("cpu", "cores", "numpy", "numba", "env", "kernels", "backend"):
+        assert key in r["machine"]
+    assert "OPENBLAS_NUM_THREADS" in r["machine"]["env"]
+    assert "TINYMETA_NUMBA_THREADS" in r["machine"]["env"]
+    assert "matrix products only" in r["notes"]["gflop"]
+    assert "tracemalloc" in r["notes"]["peak_memory"]
+    for dtype in ("float32", "float64"):
+        assert r["matmul"][dtype]["gflops"] > 0 and math.isfinite(r["matmul"][dtype]["gflops"])
+
+    meta_cases = [n for n in bench.ALL_CASES if n.split("_")[0] in ("sinusoid", "omniglot", "miniimagenet")]
+    expected = meta_cases + ["hvp_omniglot.grad", "hvp_omniglot.hvp"]
+    assert set(expected) <= set(r["cases"])
+    for name in expected:
+        c = r["cases"][name]
+        for key in ("seconds", "min_s", "max_s", "repeats", "times", "gflop", "gflops",
+                    "peak_bytes", "dtype", "config"):
+            assert key in c, (name, key)
+        assert c["repeats"] == 2 and len(c["times"]) == 2
+        assert all(t > 0 and math.isfinite(t) for t in c["times"]), name
+        assert c["min_s"] <= c["seconds"] <= c["max_s"]
+        assert c["peak_bytes"] > 0
+        assert c["gflop"] >= 0 and math.isfinite(c["gflops"])
+    assert r["cases"]["omniglot_maml_f64"]["dtype"] == "float64"
+    assert r["cases"]["omniglot_maml_f32"]["gflop"] > 0
+
+    for name in ("hvp_omniglot", "kernels_numpy_vs_numba", "loop_vs_batched_sinusoid",
+                 "loop_vs_batched_omniglot", "numba_threads_1_vs_2"):
+        if name == "numba_threads_1_vs_2" and importlib.util.find_spec("numba") is None:
+            continue
+        ratio = r["ratios"][name]
+        assert ratio["ratio"] > 0 and math.isfinite(ratio["ratio"]), name
+        assert ratio["numerator_s"] > 0 and ratio["denominator_s"] > 0
+        assert ratio["note"]
+    assert "meta-batch" in r["ratios"]["loop_vs_batched_omniglot"]["note"]
+
+    names = {t["name"] for t in r["targets"]}
+    assert {"omniglot_maml_f32_gflops", "sinusoid_maml_time", "hvp_vs_grad",
+            "loop_vs_batched_sinusoid", "loop_vs_batched_omniglot"} <= names
+    assert all(t["status"] in ("PASS", "BELOW") for t in r["targets"])
+
+
+def test_case_selection():
+    assert bench.select_cases(["sinusoid"]) == ["sinusoid_maml", "sinusoid_fomaml", "sinusoid_reptile"]
+    assert bench.select_cases(["omniglot_*_f64"]) == ["omniglot_maml_f64", "omniglot_fomaml_f64",
+                                                      "omniglot_reptile_f64"]
+    assert bench.select_cases(["hvp", "sinusoid_maml"]) == ["sinusoid_maml", "hvp_omniglot"]
+    with pytest.raises(SystemExit, match="unknown case"):
+        bench.select_cases(["nope"])
+
+
+def test_matmul_flop_counter():
+    from autograd import Tensor, matmul
+    a = Tensor(np.ones((3, 4, 5), np.float32))
+    b = Tensor(np.ones((5, 6), np.float32))
+    with bench.count_matmul_flops() as c:
+        matmul(a, b)
+    assert c == {"flops": 2 * 3 * 4 * 6 * 5, "calls": 1}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("cupy") is not None, reason="CuPy is installed")
+def test_cupy_backend_without_cupy_fails_clearly(tmp_path):
+    out = tmp_path / "b.json"
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    env.pop("TINYMETA_BACKEND", None)
+    p = subprocess.run([sys.executable, "-m", "experiments.bench", "--backend", "cupy", "--quick",
+                        "--out", str(out)], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode != 0
+    message = p.stderr.strip()
+    assert message.startswith("bench: ") and "CuPy" in message and "not installed" in message
+    assert "\n" not in message and "Traceback" not in message          # one clear sentence
+    assert not out.exists()
