@@ -14,7 +14,7 @@ from autograd.ops import broadcast_to, reshape
 
 def leaves(arrays, dtype=None):
     """New leaf Tensors that require grad, from a dict of arrays."""
-    return {k: Tensor(backend.xp.asarray(v, dtype=dtype), requires_grad=True) for k, v in arrays.items()}
+    return {k: Tensor(backend.from_numpy(v, dtype=dtype), requires_grad=True) for k, v in arrays.items()}
 
 
 def to_arrays(params):

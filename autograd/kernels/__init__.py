@@ -17,8 +17,9 @@ import or ``set_kernels(name)`` at any time.  If Numba cannot be imported the
 NumPy kernels are used and a one-line notice goes to stderr.  Arguments are
 validated here, once, for both implementations.
 
-Arrays that are not ``numpy.ndarray`` (e.g. CuPy arrays) are routed to
-``autograd.kernels.cupy_kernels`` when that module exists.
+CuPy arrays are routed to ``autograd.kernels.cupy_kernels`` (same contracts, run on the
+GPU; CuPy is imported on first use), whichever backend is active: kernels follow the
+arrays they are given. Other array types are refused with NotImplementedError.
 """
 import importlib
 import operator
@@ -192,21 +193,23 @@ def _index_array(kernel, idx, shape, HW, check_range):
 
 
 def _foreign(kernel, a):
-    """The kernel for a non-NumPy array, from autograd.kernels.cupy_kernels when it exists."""
+    """The kernel for a non-NumPy array: CuPy arrays go to autograd.kernels.cupy_kernels
+    (which imports CuPy on first use); any other array type is an error."""
     global _cupy_module
-    if _cupy_module is None:
+    is_cupy = type(a).__module__.split(".")[0] == "cupy"
+    if is_cupy and _cupy_module is None:
         try:
             _cupy_module = importlib.import_module(__name__ + ".cupy_kernels")
         except ModuleNotFoundError as e:
             if e.name != __name__ + ".cupy_kernels":
                 raise
             _cupy_module = False
-    fn = getattr(_cupy_module, kernel, None) if _cupy_module else None
+    fn = getattr(_cupy_module, kernel, None) if is_cupy and _cupy_module else None
     if fn is None:
         raise NotImplementedError(
             f"{kernel}: no kernel for arrays of type {type(a).__module__}.{type(a).__name__} "
-            f"(only numpy.ndarray is supported; CuPy kernels belong in "
-            f"{__name__}.cupy_kernels, which is not available)")
+            f"(only numpy.ndarray and cupy.ndarray are supported"
+            f"{'' if not is_cupy else f'; the CuPy kernels in {__name__}.cupy_kernels are not available'})")
     return fn
 
 

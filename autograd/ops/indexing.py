@@ -1,6 +1,8 @@
 """Indexing (slices and integer-array gathers), its adjoint scatter-add, concatenate, stack
 and where. getitem and scatter_add are each other's backward, so every order is exact.
 """
+import numpy
+
 from .. import backend
 from ..function import Function
 from ..tensor import Tensor
@@ -136,7 +138,7 @@ def where(condition, a, b):
     a, b = binary_operands("where", a, b)
     cond = condition.data if isinstance(condition, Tensor) else backend.xp.asarray(condition)
     try:
-        shape = backend.xp.broadcast_shapes(cond.shape, a.shape, b.shape)
+        shape = numpy.broadcast_shapes(cond.shape, a.shape, b.shape)   # host tuples
     except ValueError:
         raise broadcast_error("where", cond.shape, a.shape, b.shape) from None
     return Where(backend.xp.broadcast_to(cond.astype(bool), shape))(a, b)

@@ -21,8 +21,7 @@ from ..parameters import broadcast_to_tasks, task_slice
 
 
 def _tensor(array, dtype=None):
-    xp = backend.xp
-    return Tensor._from_op(xp.asarray(array) if dtype is None else xp.asarray(array, dtype=dtype))
+    return Tensor._from_op(backend.from_numpy(array, dtype=dtype))
 
 
 class MetaLearner:
@@ -33,8 +32,8 @@ class MetaLearner:
     # --- data ---------------------------------------------------------------------------
     def inputs(self, batch, which):
         x = _tensor(getattr(batch, which + "_x"), self.dtype)
-        y = getattr(batch, which + "_y")
-        y = _tensor(y) if np.asarray(y).dtype.kind in "iu" else _tensor(y, self.dtype)
+        y = backend.from_numpy(getattr(batch, which + "_y"))
+        y = _tensor(y) if y.dtype.kind in "iu" else _tensor(y, self.dtype)
         return x, y
 
     @staticmethod

@@ -43,7 +43,7 @@ class Conv4:
         self.final_size = size
         self.features = filters * size * size if max_pool else filters
         self.head = ("w_head", "b_head")
-        self.running = {f"bn{i}": (np.zeros(filters), np.ones(filters)) for i in range(4)}
+        self.running = {f"bn{i}": (backend.xp.zeros(filters), backend.xp.ones(filters)) for i in range(4)}
 
     def init(self, rng, dtype=np.float32):
         arrays, c_in = {}, self.in_channels
@@ -104,4 +104,5 @@ class Conv4:
 
     def load_running_state(self, state):
         for k in self.running:
-            self.running[k] = (np.array(state[f"{k}.mean"]), np.array(state[f"{k}.var"]))
+            self.running[k] = (backend.xp.array(backend.to_numpy(state[f"{k}.mean"])),
+                                backend.xp.array(backend.to_numpy(state[f"{k}.var"])))

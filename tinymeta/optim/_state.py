@@ -10,7 +10,7 @@ def arrays_to_state(prefix, arrays):
 
 def arrays_from_state(prefix, state):
     start = prefix + "/"
-    return {k[len(start):]: backend.xp.asarray(np.array(v)) for k, v in state.items() if k.startswith(start)}
+    return {k[len(start):]: backend.xp.array(backend.to_numpy(v)) for k, v in state.items() if k.startswith(start)}
 
 
 def check_grads(op, params, grads):
