@@ -9,7 +9,7 @@ adjoint).
 import numpy as np
 
 from autograd import Tensor, backend
-from autograd.ops import broadcast_to, reshape
+from autograd.ops import broadcast_to
 
 
 def leaves(arrays, dtype=None):
@@ -24,7 +24,7 @@ def to_arrays(params):
 
 def broadcast_to_tasks(params, tasks):
     """θ → (θ, θ, …, θ) along a new leading task axis, as views: shapes (T, *shape)."""
-    return {k: broadcast_to(reshape(v, (1,) + v.shape), (tasks,) + v.shape) for k, v in params.items()}
+    return {k: broadcast_to(v, (tasks,) + v.shape) for k, v in params.items()}   # a new leading axis
 
 
 def task_slice(params, t):
