@@ -66,6 +66,7 @@ import tracemalloc  # noqa: E402
 from contextlib import contextmanager, redirect_stdout  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from autograd.allocator import reuse_large_allocations  # noqa: E402
 import numpy as np  # noqa: E402
 
 import autograd  # noqa: E402
@@ -665,6 +666,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    reuse_large_allocations()          # keep big freed buffers: no page faults each iteration
     names = select_cases(args.cases)
     previous_backend = backend.name
     try:

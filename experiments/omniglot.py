@@ -102,6 +102,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from autograd.allocator import reuse_large_allocations  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tinymeta  # noqa: E402
@@ -779,6 +780,7 @@ def evaluate_lake(args, path, cfg, meta, learner, steps, say):
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    reuse_large_allocations()          # keep big freed buffers: no page faults each iteration
     try:
         if argv and argv[0] == "evaluate":
             return evaluate(evaluate_parser().parse_args(argv[1:]))

@@ -18,53 +18,57 @@ import numpy as np
 from numba import njit, prange
 
 
+@njit(cache=True)
+def _source_index(H, W, kh, kw, sh, sw, ph, pw, OH, OW):
+    """For each kernel offset (i, j) and output pixel l = (oh, ow): the flat input position
+    h·W + w it reads, or −1 where it reads the zero padding. Computed once per call, so the
+    copy loops below run over whole output rows with no bounds arithmetic."""
+    src = np.empty((kh * kw, OH * OW), np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            for oh in range(OH):
+                h = oh * sh + i - ph
+                for ow in range(OW):
+                    w = ow * sw + j - pw
+                    inside = h >= 0 and h < H and w >= 0 and w < W
+                    src[i * kw + j, oh * OW + ow] = h * W + w if inside else -1
+    return src
+
+
 @njit(cache=True, parallel=True)
-def _im2col(x, kh, kw, sh, sw, ph, pw, OH, OW, out):
+def _im2col(x, src, K2, L, out):
     G, C, N, H, W = x.shape
-    L = OH * OW
     for p in prange(G * C):
         g = p // C
         c = p - g * C
-        for i in range(kh):
-            for j in range(kw):
-                r = (c * kh + i) * kw + j
-                for n in range(N):
-                    for oh in range(OH):
-                        h = oh * sh + i - ph
-                        base = n * L + oh * OW
-                        if h < 0 or h >= H:
-                            for ow in range(OW):
-                                out[g, r, base + ow] = 0
-                        else:
-                            for ow in range(OW):
-                                w = ow * sw + j - pw
-                                if w >= 0 and w < W:
-                                    out[g, r, base + ow] = x[g, c, n, h, w]
-                                else:
-                                    out[g, r, base + ow] = 0
+        for k in range(K2):
+            orow = out[g, c * K2 + k]
+            idx = src[k]
+            for n in range(N):
+                plane = x[g, c, n].ravel()
+                base = n * L
+                for l in range(L):
+                    s = idx[l]
+                    orow[base + l] = plane[s] if s >= 0 else 0
     return out
 
 
 @njit(cache=True, parallel=True)
-def _col2im(cols, C, kh, kw, sh, sw, ph, pw, OH, OW, out):
+def _col2im(cols, C, src, K2, L, out):
     G, _, N, H, W = out.shape
-    L = OH * OW
     for p in prange(G * C):
         g = p // C
         c = p - g * C
-        for i in range(kh):
-            for j in range(kw):
-                r = (c * kh + i) * kw + j
-                for n in range(N):
-                    for oh in range(OH):
-                        h = oh * sh + i - ph
-                        if h < 0 or h >= H:
-                            continue
-                        base = n * L + oh * OW
-                        for ow in range(OW):
-                            w = ow * sw + j - pw
-                            if w >= 0 and w < W:
-                                out[g, c, n, h, w] += cols[g, r, base + ow]
+        for k in range(K2):
+            crow = cols[g, c * K2 + k]
+            idx = src[k]
+            for n in range(N):
+                plane = out[g, c, n].reshape(H * W)
+                base = n * L
+                for l in range(L):
+                    s = idx[l]
+                    if s >= 0:
+                        plane[s] += crow[base + l]
     return out
 
 
@@ -74,7 +78,8 @@ def im2col(x, kh, kw, sh, sw, ph, pw):
     G, C, N, H, W = x.shape
     OH, OW = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
     out = np.empty((G, C * kh * kw, N * OH * OW), dtype=x.dtype)
-    return _im2col(x, kh, kw, sh, sw, ph, pw, OH, OW, out)
+    src = _source_index(H, W, kh, kw, sh, sw, ph, pw, OH, OW)
+    return _im2col(x, src, kh * kw, OH * OW, out)
 
 
 def col2im(cols, H, W, kh, kw, sh, sw, ph, pw, N=None):
@@ -83,5 +88,6 @@ def col2im(cols, H, W, kh, kw, sh, sw, ph, pw, N=None):
     C = cols.shape[1] // (kh * kw)
     OH, OW = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
     out = np.zeros((G, C, 1 if N is None else N, H, W), dtype=cols.dtype)
-    out = _col2im(cols, C, kh, kw, sh, sw, ph, pw, OH, OW, out)
+    src = _source_index(H, W, kh, kw, sh, sw, ph, pw, OH, OW)
+    out = _col2im(cols, C, src, kh * kw, OH * OW, out)
     return out if N is not None else out[:, :, 0]
