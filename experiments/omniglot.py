@@ -215,7 +215,7 @@ def train_parser():
 def evaluate_parser():
     p = argparse.ArgumentParser(
         prog="python -m experiments.omniglot evaluate",
-        description="Evaluate a checkpoint on meta-test tasks (mean accuracy ± 95%% CI), or on "
+        description="Evaluate a checkpoint on meta-test tasks (mean accuracy ± 95% CI), or on "
                     "Lake et al.'s 20-way one-shot runs with --lake.")
     p.add_argument("checkpoint", help="a checkpoint.npz written by training")
     p.add_argument("--tasks", type=_positive_int, default=600, help="test tasks (default 600)")
