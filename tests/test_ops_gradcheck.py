@@ -421,3 +421,13 @@ def test_astype_float32_round_trip_values(shape, seed):
     (g,) = ag.grad((back * w).sum(), [t])
     assert g.dtype == np.float64                         # gradient comes back in x's dtype
     np.testing.assert_array_equal(g.data, w.astype(np.float32).astype(np.float64))
+
+
+@pytest.mark.parametrize("c", [0.01, 0.4, -2.0])
+@FEW
+@given(shape=small_shapes, seed=seeds)
+def test_sub_scaled(c, shape, seed):
+    """a − c·b (the SGD step as one node), with b broadcast against a."""
+    rng = np.random.default_rng(seed)
+    a, b = normal(rng, shape), normal(rng, shape[-1:] if shape else ())
+    check(lambda s, t: ag.tanh(ag.ops.sub_scaled(s, t, c)), [a, b], np.tanh(a - c * b))

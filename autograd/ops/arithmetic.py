@@ -80,6 +80,28 @@ class PowConst(Function):
         return (gy * (pow(x, self.c - 1) * float(self.c)),)   # d xᶜ/dx = c·xᶜ⁻¹
 
 
+class SubScaled(Function):
+    """a − c·b for a constant number c: a gradient step θ − α g as one node instead of two."""
+
+    def __init__(self, c):
+        self.c = c
+
+    def forward(self, a, b):
+        return _broadcasting("sub_scaled", lambda a, b: a - b * a.dtype.type(self.c), a, b)
+
+    def backward(self, gy):
+        a, b = self.inputs
+        ga = sum_to(gy, a.shape) if a.requires_grad else None
+        gb = sum_to(gy * (-self.c), b.shape) if b.requires_grad else None   # ∂(a − cb)/∂b = −c
+        return ga, gb
+
+
+def sub_scaled(a, b, c):
+    """a − c·b, c a Python number (e.g. the SGD step θ − α g)."""
+    a, b = binary_operands("sub_scaled", a, b)
+    return SubScaled(float(c))(a, b)
+
+
 def add(a, b):
     a, b = binary_operands("add", a, b)
     return Add()(a, b)

@@ -15,7 +15,7 @@ Two ways to run a meta-batch, with equal results (tests check it to 1e-10):
 import numpy as np
 
 from autograd import Tensor, backend, grad, no_grad
-from autograd.ops import mean, stack, sum as tsum
+from autograd.ops import mean, stack, sub_scaled, sum as tsum
 
 from ..parameters import broadcast_to_tasks, task_slice
 
@@ -75,7 +75,11 @@ class MetaLearner:
         grads = grad(total, [fast[k] for k in names], create_graph=create_graph)
         new = dict(fast)
         for k, g in zip(names, grads):
-            new[k] = fast[k] - self.step_size(k) * g          # θ' = θ − α ∇θ L_Ti(fθ)
+            alpha = self.step_size(k)
+            if isinstance(alpha, float):
+                new[k] = sub_scaled(fast[k], g, alpha)        # θ' = θ − α ∇θ L_Ti(fθ), one node
+            else:
+                new[k] = fast[k] - alpha * g                  # θ' = θ − α ⊙ ∇θ L_Ti(fθ), α learned
         return new
 
     def adapt(self, params, x, y, steps, create_graph, training=True):
