@@ -92,18 +92,25 @@ def _load_numba():
 
 
 def _set_numba_threads():
-    """Numba's worker threads, from TINYMETA_NUMBA_THREADS (default 1).
+    """Numba's worker threads: TINYMETA_NUMBA_THREADS if set, else a default that avoids
+    two thread pools fighting over the cores.
 
-    Why one by default: NumPy's BLAS keeps its own threads spinning for a while after every
-    matrix product, and Numba's OpenMP threads do the same after every parallel kernel. On a
-    small machine the two pools then fight for the cores; measured on the 2-core CI machine,
-    a second-order MAML step on the Omniglot network took 1.9 s with one Numba thread and
-    18-21 s with two (see experiments/bench.py, which reports both). Set the variable to use
-    more threads where cores are plentiful.
+    NumPy's BLAS keeps its own threads spinning for a while after every matrix product, and
+    Numba's OpenMP threads do the same after every parallel kernel. When both pools span
+    the cores they steal each other's time: on the 2-core CI machine a second-order MAML
+    step on the Omniglot network took 1.9 s with one Numba thread and 18-21 s with two,
+    BLAS threaded. So the default is one Numba thread, unless BLAS is limited to one thread
+    (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS / MKL_NUM_THREADS = 1, as the experiment
+    scripts set it): then the kernels may use every core, since matrix products run on the
+    calling thread alone. experiments/bench.py measures 1 against 2 threads.
     """
     import numba
-    want = int(os.environ.get("TINYMETA_NUMBA_THREADS", "1"))
-    numba.set_num_threads(max(1, min(want, numba.config.NUMBA_NUM_THREADS)))
+    want = os.environ.get("TINYMETA_NUMBA_THREADS")
+    if want is None:
+        blas_single = any(os.environ.get(v) == "1" for v in
+                          ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"))
+        want = numba.config.NUMBA_NUM_THREADS if blas_single else 1
+    numba.set_num_threads(max(1, min(int(want), numba.config.NUMBA_NUM_THREADS)))
 
 
 def set_kernels(name):
