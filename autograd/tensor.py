@@ -4,8 +4,6 @@
 ``creator`` is the ``Function`` that produced it (``None`` for a leaf), ``grad`` is filled by
 ``Tensor.backward()``. All arithmetic is delegated to the ops in ``autograd.ops``.
 """
-import numpy
-
 from . import backend
 
 _FLOATS = ("float32", "float64")

@@ -1,5 +1,4 @@
 """Reductions over axes: sum, mean, var, max, and the softmax family built from them."""
-from .. import backend
 from ..function import Function
 from ..tensor import Tensor
 from .shape import broadcast_to, reshape

@@ -5,7 +5,6 @@ transpose, broadcast_to ↔ sum_to. So their higher derivatives are exact by con
 """
 from .. import backend
 from ..function import Function
-from ..tensor import Tensor
 
 
 class Reshape(Function):

@@ -3,7 +3,6 @@ uses ``self.output()``: a Tensor in the graph, so the path through y is differen
 """
 from .. import backend
 from ..function import Function
-from ..tensor import Tensor
 
 
 class Exp(Function):

@@ -15,9 +15,9 @@ Two ways to run a meta-batch, with equal results (tests check it to 1e-10):
 import numpy as np
 
 from autograd import Tensor, backend, grad, no_grad
-from autograd.ops import mean, stack, sub_scaled, sum as tsum
+from autograd.ops import mean, sub_scaled, sum as tsum
 
-from ..parameters import broadcast_to_tasks, task_slice
+from ..parameters import broadcast_to_tasks
 
 
 def _tensor(array, dtype=None):
@@ -100,7 +100,6 @@ class MetaLearner:
         xq, yq = self.inputs(batch, "query")
         T = self.n_tasks(batch)
         start = {k: Tensor(v.data, requires_grad=True) for k, v in self.params.items()}
-        losses, accs = [], []
         if self.batched:
             runs = [(broadcast_to_tasks(start, T), xs, ys, xq, yq)]
         else:

@@ -20,7 +20,7 @@ from autograd import grad
 from autograd.ops import mean, stack
 
 from ..optim import Adam
-from ..parameters import broadcast_to_tasks, task_slice
+from ..parameters import broadcast_to_tasks
 from .base import MetaLearner
 
 

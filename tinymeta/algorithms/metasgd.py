@@ -3,8 +3,6 @@ parameter entry, meta-trained together with θ:
 
     θ'ᵢ = θ − α ⊙ ∇θ L_Tᵢ(f_θ),     (θ, α) ← (θ, α) − β ∇(θ,α) Σᵢ L_Tᵢ(f_θ'ᵢ)
 """
-import numpy as np
-
 from autograd import Tensor, backend
 
 from ..optim import Adam

@@ -9,11 +9,11 @@ No gradient flows through the inner loop: (θ − Wᵢ)/(kα) plays the role of 
 A meta-batch of one task is the serial version of the paper; n > 1 is the batched version.
 The inner loops of all n tasks run at once along the task axis when ``batched=True``.
 """
-from autograd import Tensor, backend, grad
+from autograd import Tensor, backend, grad, no_grad
 from autograd.ops import sum as tsum
 
 from ..optim.adam import adam_update
-from ..parameters import broadcast_to_tasks, task_slice
+from ..parameters import broadcast_to_tasks
 from .base import MetaLearner
 
 
@@ -60,7 +60,6 @@ class Reptile(MetaLearner):
 
     def step(self, batch):
         """θ ← θ + ε · mean_i(Wᵢ − θ). Returns the mean support loss before adaptation."""
-        from autograd import no_grad
         xs, ys = self.inputs(batch, "support")
         with no_grad():
             if self.batched:
