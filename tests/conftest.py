@@ -15,8 +15,16 @@ Nothing here imports ``autograd`` at module level: importing it reads TINYMETA_B
 and a failure there must become the clean stop above rather than a conftest import error.
 """
 import os
+import sys
 
-import pytest
+# One BLAS thread for the tests (before NumPy loads, as the experiment scripts do): their
+# matrices are tiny, and a threaded BLAS on a busy 2-core machine made the suite several
+# times slower, its threads spinning against other processes. An explicit setting wins.
+if "numpy" not in sys.modules:
+    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
+import pytest  # noqa: E402
 
 _BACKENDS = ("numpy", "cupy")
 _cupy_reason = []          # [reason or None], computed once per session
