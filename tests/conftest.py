@@ -96,3 +96,16 @@ def cupy():
         pytest.skip(f"CuPy backend: {reason}")
     import cupy as cp
     return cp
+
+
+@pytest.fixture(scope="session")
+def omniglot_data_dir():
+    """The folder holding omniglot/ (TINYMETA_DATA, else ../shared/data beside the
+    repository, the CI layout), or skip the test saying how to provide it."""
+    from pathlib import Path
+    from_env = os.environ.get("TINYMETA_DATA")
+    folder = Path(from_env) if from_env else Path(__file__).resolve().parents[2] / "shared" / "data"
+    if not (folder / "omniglot" / "omniglot_background.npz").is_file():
+        pytest.skip("Omniglot data not found: set TINYMETA_DATA to the folder holding omniglot/ "
+                    f"(looked in {folder})")
+    return folder

@@ -7,11 +7,9 @@ error tests build small fake files in ``tmp_path`` and always run.
 """
 
 import io
-import os
 import time
 import warnings
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,16 +41,8 @@ def fresh_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def real_data_dir():
-    """The folder holding omniglot/, or skip."""
-    from_env = os.environ.get("TINYMETA_DATA")
-    folder = Path(from_env) if from_env else Path(__file__).resolve().parents[2] / "shared" / "data"
-    if not (folder / "omniglot" / "omniglot_background.npz").is_file():
-        pytest.skip(
-            "Omniglot data not found: set TINYMETA_DATA to the folder holding omniglot/ "
-            f"(looked in {folder})"
-        )
-    return folder
+def real_data_dir(omniglot_data_dir):
+    return omniglot_data_dir
 
 
 @pytest.fixture(scope="module")

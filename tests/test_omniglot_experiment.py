@@ -25,13 +25,8 @@ TINY = ["--filters", "8", "--meta-batch", "2", "--query", "2", "--val-tasks", "2
 
 
 @pytest.fixture(scope="module")
-def data_dir():
-    from_env = os.environ.get("TINYMETA_DATA")
-    folder = Path(from_env) if from_env else REPO.parent / "shared" / "data"
-    if not (folder / "omniglot" / "omniglot_background.npz").is_file():
-        pytest.skip("Omniglot data not found: set TINYMETA_DATA to the folder holding omniglot/ "
-                    f"(looked in {folder})")
-    return folder
+def data_dir(omniglot_data_dir):
+    return omniglot_data_dir
 
 
 def cli(*args, data_dir=None, kill_at=None):

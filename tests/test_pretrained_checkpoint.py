@@ -7,7 +7,6 @@ measured on 600 tasks (see README.md) and far above chance (20%): it catches a c
 that no longer loads into the model correctly, not a small change in accuracy.
 """
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -21,13 +20,8 @@ SHIPPED = REPO / "experiments" / "checkpoints" / "omniglot_5w1s_maml.npz"
 
 
 @pytest.fixture(scope="module")
-def data_dir():
-    from_env = os.environ.get("TINYMETA_DATA")
-    folder = Path(from_env) if from_env else REPO.parent / "shared" / "data"
-    if not (folder / "omniglot" / "omniglot_evaluation.npz").is_file():
-        pytest.skip("Omniglot data not found: set TINYMETA_DATA to the folder holding omniglot/ "
-                    f"(looked in {folder})")
-    return folder
+def data_dir(omniglot_data_dir):
+    return omniglot_data_dir
 
 
 def test_shipped_checkpoint_is_small_float32_and_says_how_it_was_made():
