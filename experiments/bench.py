@@ -135,7 +135,7 @@ def count_matmul_flops():
 
     def forward(self, a, b):
         out = original(self, a, b)
-        counter["flops"] += 2 * int(np.prod(out.shape, dtype=np.int64)) * int(a.shape[-1])
+        counter["flops"] += 2 * int(np.prod(out.shape, dtype=np.int64)) * int(a.shape[-2 if self.ta else -1])
         counter["calls"] += 1
         return out
 

@@ -179,6 +179,29 @@ def test_matmul_batched_broadcast(shapes, seed):
     check(ag.matmul, [a, b], np.matmul(a, b))
 
 
+@SOME
+@given(shapes=matmul_shapes(), ta=st.booleans(), tb=st.booleans(), seed=seeds)
+def test_matmul_transpose_flags(shapes, ta, tb, seed):
+    """op(A) op(B) with the transposes as flags: value, first and second order, each of the
+    four combinations (their backward products use the flags too)."""
+    rng = np.random.default_rng(seed)
+    a, b = normal(rng, shapes[0]), normal(rng, shapes[1])
+    a_in = np.ascontiguousarray(a.swapaxes(-1, -2)) if ta else a    # stored transposed
+    b_in = np.ascontiguousarray(b.swapaxes(-1, -2)) if tb else b
+    check(lambda x, y: ag.matmul(x, y, transpose_a=ta, transpose_b=tb), [a_in, b_in], np.matmul(a, b))
+
+
+@pytest.mark.parametrize("ta", [False, True])
+@pytest.mark.parametrize("tb", [False, True])
+def test_matmul_transpose_flags_fixed(ta, tb):
+    """Every flag combination once on non-square, batch-broadcast shapes (A (2,1,3,4), B (3,4,5))."""
+    rng = np.random.default_rng(3)
+    a, b = normal(rng, (2, 1, 3, 4)), normal(rng, (3, 4, 5))
+    a_in = np.ascontiguousarray(a.swapaxes(-1, -2)) if ta else a
+    b_in = np.ascontiguousarray(b.swapaxes(-1, -2)) if tb else b
+    check(lambda x, y: ag.matmul(x, y, transpose_a=ta, transpose_b=tb), [a_in, b_in], np.matmul(a, b))
+
+
 @pytest.mark.parametrize("sa,sb", [((3, 4), (4, 5)), ((2, 3, 4), (2, 4, 2)),
                                    ((3, 1, 4, 5), (2, 5, 6)), ((4, 5), (2, 5, 3)),
                                    ((2, 1, 3), (1, 3, 2))])

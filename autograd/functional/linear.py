@@ -1,7 +1,7 @@
 """Fully connected layer y = x Wᵀ + b, with W of shape (out, in) as in the papers' code."""
 from .. import backend
 from ..function import Function
-from ..ops import matmul, sum, swapaxes
+from ..ops import matmul, sum
 
 
 def linear(x, w, b=None):
@@ -16,7 +16,7 @@ def linear(x, w, b=None):
         raise ValueError(f"linear: x has {x.shape[0]} tasks but w has {w.shape[0]} "
                          f"(x {tuple(x.shape)}, w {tuple(w.shape)})")
     if b is None:
-        return matmul(x, swapaxes(w, -1, -2))             # y = x Wᵀ
+        return matmul(x, w, transpose_b=True)              # y = x Wᵀ
     if b.shape != w.shape[:-1]:
         raise ValueError(f"linear: bias of shape {tuple(b.shape)} does not match weight "
                          f"{tuple(w.shape)} (expected {tuple(w.shape[:-1])})")
@@ -39,6 +39,6 @@ class Linear(Function):
     def backward(self, gy):
         x, w, b = self.inputs
         gx = matmul(gy, w) if x.requires_grad else None                          # ∂L/∂x = G W
-        gw = matmul(swapaxes(gy, -1, -2), x) if w.requires_grad else None        # ∂L/∂W = Gᵀ x
+        gw = matmul(gy, x, transpose_a=True) if w.requires_grad else None        # ∂L/∂W = Gᵀ x
         gb = sum(gy, axis=-2) if b.requires_grad else None                       # ∂L/∂b = Σₙ G
         return gx, gw, gb

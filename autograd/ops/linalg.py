@@ -1,31 +1,61 @@
-"""Matrix products, 2-D and batched (NumPy matmul broadcasting over leading axes)."""
+"""Matrix products, 2-D and batched (NumPy matmul broadcasting over leading axes).
+
+``matmul(a, b, transpose_a, transpose_b)`` computes op(A) op(B) with op(M) = M or Mᵀ (the
+last two axes swapped). The transposes are BLAS flags, not copies, and they let each
+backward product be written directly in the layout its result is needed in: without them
+∂L/∂B of A Bᵀ would come out as a transposed view, and every later op that touches it
+(adding it to another gradient, a kernel) would walk memory with a stride.
+"""
 from .. import backend
 from ..function import Function
 from ._operands import binary_operands
-from .shape import sum_to, swapaxes
+from .shape import sum_to
+
+
+def _t(m, flag):
+    return m.swapaxes(-1, -2) if flag else m
 
 
 class MatMul(Function):
+    def __init__(self, transpose_a=False, transpose_b=False):
+        self.ta, self.tb = transpose_a, transpose_b
+
     def forward(self, a, b):
-        return backend.xp.matmul(a, b)
+        return backend.xp.matmul(_t(a, self.ta), _t(b, self.tb))
 
     def backward(self, gy):
         a, b = self.inputs
-        ga = sum_to(matmul(gy, swapaxes(b, -1, -2)), a.shape) if a.requires_grad else None  # ∂L/∂A = G Bᵀ
-        gb = sum_to(matmul(swapaxes(a, -1, -2), gy), b.shape) if b.requires_grad else None  # ∂L/∂B = Aᵀ G
+        ta, tb = self.ta, self.tb
+        ga = gb = None
+        if a.requires_grad:
+            if ta:
+                ga = matmul(b, gy, tb, True)            # Y = AᵀB: ∂L/∂A = B Gᵀ (Y = AᵀBᵀ: Bᵀ Gᵀ)
+            else:
+                ga = matmul(gy, b, False, not tb)       # Y = AB: ∂L/∂A = G Bᵀ (Y = ABᵀ: G B)
+            ga = sum_to(ga, a.shape)
+        if b.requires_grad:
+            if tb:
+                gb = matmul(gy, a, True, ta)            # Y = ABᵀ: ∂L/∂B = Gᵀ A (Y = AᵀBᵀ: Gᵀ Aᵀ)
+            else:
+                gb = matmul(a, gy, not ta, False)       # Y = AB: ∂L/∂B = Aᵀ G (Y = AᵀB: A G)
+            gb = sum_to(gb, b.shape)
         return ga, gb
 
 
-def matmul(a, b):
+def matmul(a, b, transpose_a=False, transpose_b=False):
+    """op(a) @ op(b), where op transposes the last two axes when its flag is set."""
     a, b = binary_operands("matmul", a, b)
     if a.ndim < 2 or b.ndim < 2:
         raise ValueError(f"matmul: both operands need at least 2 dimensions, got {tuple(a.shape)} "
                          f"and {tuple(b.shape)} (reshape vectors to (n, 1) or (1, n))")
-    if a.shape[-1] != b.shape[-2]:
-        raise ValueError(f"matmul: inner dimensions differ, {tuple(a.shape)} @ {tuple(b.shape)} "
-                         f"({a.shape[-1]} != {b.shape[-2]})")
+    ka = a.shape[-2] if transpose_a else a.shape[-1]
+    kb = b.shape[-1] if transpose_b else b.shape[-2]
+    if ka != kb:
+        left = f"{tuple(a.shape)}{'ᵀ' if transpose_a else ''}"
+        right = f"{tuple(b.shape)}{'ᵀ' if transpose_b else ''}"
+        raise ValueError(f"matmul: inner dimensions differ, {left} @ {right} ({ka} != {kb})")
     try:
-        return MatMul()(a, b)
+        return MatMul(bool(transpose_a), bool(transpose_b))(a, b)
     except ValueError:
         raise ValueError(f"matmul: batch dimensions of {tuple(a.shape)} and {tuple(b.shape)} "
                          "cannot be broadcast together") from None
