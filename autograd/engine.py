@@ -76,6 +76,7 @@ def _backprop(op, outputs, grad_outputs, targets, create_graph, retain_graph):
     # Only walk into tensors that lead to a target: no wasted vector-Jacobian products.
     # useful: tensors on a path to a target; expand: those whose node leads further down.
     useful, expand = set(), set()
+    waiting = {}      # id(node) -> how many of its outputs the walk below still has to pass
     for t in order:
         k = id(t)
         node = t.creator
@@ -84,27 +85,46 @@ def _backprop(op, outputs, grad_outputs, targets, create_graph, retain_graph):
                 if id(x) in useful:
                     expand.add(k)
                     useful.add(k)
+                    if len(node.outputs) > 1:
+                        waiting[id(node)] = waiting.get(id(node), 0) + 1
                     break
         if k in useful:
             continue
         if (node is None) if target_ids is None else (k in target_ids):
             useful.add(k)
     results = {}
+    gathered = {}     # id(node) -> the gradients of its outputs gathered so far
     with mode.set_grad_enabled(create_graph):
         for t in reversed(order):
             k = id(t)
             if k not in useful:
                 continue
             g = grads.pop(k, None)
-            if g is None:
-                continue
-            if (t.creator is None) if target_ids is None else (k in target_ids):
-                results[k] = (t, g)
-            if k not in expand:
-                continue                     # nothing wanted lies beyond t: stop here
             node = t.creator
+            if node is not None and len(node.outputs) > 1 and k in expand:
+                # A node with several outputs runs once, when the walk passes the last of
+                # them: every output's gradient is complete by then (its consumers came
+                # earlier in this order) and none of the node's inputs has been visited.
+                slots = gathered.setdefault(id(node), [None] * len(node.outputs))
+                slots[[r() for r in node.outputs].index(t)] = g
+                if g is not None and target_ids is not None and k in target_ids:
+                    results[k] = (t, g)
+                waiting[id(node)] -= 1
+                if waiting[id(node)]:
+                    continue
+                gys = gathered.pop(id(node))
+                if all(gy is None for gy in gys):
+                    continue
+            else:
+                if g is None:
+                    continue
+                if (node is None) if target_ids is None else (k in target_ids):
+                    results[k] = (t, g)
+                if k not in expand:
+                    continue                     # nothing wanted lies beyond t: stop here
+                gys = (g,)
             inputs = node.saved_inputs()
-            for x, gx in zip(inputs, node.backward(g)):
+            for x, gx in zip(inputs, node.backward(*gys)):
                 if gx is None:
                     continue
                 kx = id(x)

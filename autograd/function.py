@@ -4,7 +4,12 @@ A subclass implements two methods:
 
 * ``forward(*arrays) -> array`` on raw backend arrays (fast, no graph);
 * ``backward(gy) -> tuple`` giving, for each input, ``gy · ∂y/∂input`` (``None`` where the
-  input needs no gradient). It is written with **differentiable Tensor ops** on
+  input needs no gradient).
+
+A node may also have several outputs: ``forward`` returns a tuple of arrays, calling the
+node returns a tuple of Tensors, and ``backward(*gys)`` receives one gradient per output
+(``None`` for an output nothing was differentiated through) and returns Σₖ gyₖ · ∂yₖ/∂input
+for each input. The engine calls it once, after every output's gradient is complete. It is written with **differentiable Tensor ops** on
   ``self.inputs`` and ``self.output()``, never on raw arrays derived from them, so when the
   engine runs it with recording on (``create_graph=True``) the backward pass becomes part of
   the graph and can itself be differentiated: double backward for free, as in Chainer's
@@ -24,6 +29,7 @@ class GraphFreedError(RuntimeError):
 class Function:
     inputs = None        # tuple of input Tensors, kept for backward (None once freed)
     output = None        # weakref to the output Tensor (avoids a reference cycle)
+    outputs = None       # weakrefs to all outputs, in order (a 1-tuple for most nodes)
     freed = False
 
     def forward(self, *arrays):
@@ -38,16 +44,19 @@ class Function:
 
     def __call__(self, *inputs):
         y = self.forward(*[t.data for t in inputs])
-        out = Tensor._from_op(y)
+        several = isinstance(y, tuple)
+        outs = tuple(Tensor._from_op(a) for a in y) if several else (Tensor._from_op(y),)
         if mode._state["enabled"]:
             for t in inputs:
                 if t.requires_grad:
-                    out.requires_grad = True
-                    out.creator = self
+                    for out in outs:
+                        out.requires_grad = True
+                        out.creator = self
                     self.inputs = inputs
-                    self.output = weakref.ref(out)
+                    self.outputs = tuple(weakref.ref(out) for out in outs)
+                    self.output = self.outputs[0]
                     break
-        return out
+        return outs if several else outs[0]
 
     def release(self):
         """Drop the saved inputs after a backward pass that does not retain the graph."""

@@ -257,6 +257,57 @@ def test_gradcheck_batch_norm_relu(backend):
     assert ag.gradgradcheck(f, [x, gamma, beta], rtol=RTOL) <= RTOL
 
 
+def bn_relu_grad_fn(x, gamma, beta, gy):
+    """(x, γ, β, gy) -> a scalar mix of the three outputs of BatchNormReLU's backward node
+    (∂x, ∂γ, ∂β), built with create_graph=True: differentiating it runs the node's double
+    backward, and differentiating that (gradgradcheck) its recorded, third-order form."""
+    # the checkers also call f on constants (and once under no_grad, for the output's
+    # shape): the inner grad still needs leaves and a recorded forward
+    x, gamma, beta = (t if t.requires_grad else Tensor(t.data, requires_grad=True) for t in (x, gamma, beta))
+    with ag.enable_grad():
+        y = F.batch_norm_relu(x, gamma, beta)
+        gx, gg, gb = ag.grad(y, [x, gamma, beta], grad_outputs=gy, create_graph=True)
+        return (gx * gx).sum() + (gg * gg).sum() + (gx * x).sum() + (gb * gg).sum() + (gb * gb).sum()
+
+
+def test_batch_norm_relu_double_backward_third_order(backend):
+    """The double backward of the fused batch-norm+ReLU against finite differences of its
+    backward (gradcheck of the gradient: the kernel), and its recorded form against finite
+    differences of the double backward (gradgradcheck: third derivatives of the layer)."""
+    x, gamma, beta = bn_relu_inputs(8, shape=(1, 2, 2, 2, 2))
+    gy = np.random.default_rng(9).standard_normal(x.shape)
+    assert ag.gradcheck(bn_relu_grad_fn, [x, gamma, beta, gy], rtol=RTOL) <= RTOL
+    assert ag.gradgradcheck(bn_relu_grad_fn, [x, gamma, beta, gy], rtol=RTOL) <= RTOL
+
+
+def test_batch_norm_relu_double_backward_kernel_equals_recorded(backend):
+    """The fused double-backward kernel and the recorded (differentiable-op) formulas give
+    the same numbers (float64, relative 1e-10): the third-order path differentiates the
+    same function the second-order path evaluates."""
+    x, gamma, beta = bn_relu_inputs(10)
+    rng = np.random.default_rng(12)
+    gy, a = rng.standard_normal(x.shape), rng.standard_normal(x.shape)
+    b, c = rng.standard_normal(gamma.shape), rng.standard_normal(gamma.shape)
+    xs, gs, gys = (Tensor(B.from_numpy(v), requires_grad=True) for v in (x, gamma, gy))
+    y = F.batch_norm_relu(xs, gs, Tensor(B.from_numpy(beta)))
+    outs = ag.grad(y, [xs, gs], grad_outputs=gys, create_graph=True)
+    node = outs[0].creator                 # BatchNormReLUGrad, three outputs
+    assert type(node).__name__ == "BatchNormReLUGrad"
+    for present in ("abc", "a", "bc", "b", "c"):              # a missing cotangent is None (zero)
+        cot = [Tensor(B.from_numpy(v)) if n in present else None for n, v in zip("abc", (a, b, c))]
+        with ag.no_grad():
+            kernel = node.backward(*cot)                       # not recording: the kernel
+        recorded = node.backward(*cot)                         # recording: the differentiable formulas
+        assert all(k is None or k.creator is None for k in kernel)
+        for k, r in zip(kernel, recorded):
+            if r is None:                                      # ∂γ' is zero without a
+                assert "a" not in present and not np.any(host(k.data))
+                continue
+            assert r.creator is not None
+            k, r = host(k.data), host(r.data)
+            np.testing.assert_allclose(k, r, rtol=1e-10, atol=1e-10 * np.abs(k).max(), err_msg=present)
+
+
 def test_gradcheck_cross_entropy(backend):
     rng = np.random.default_rng(4)
     logits, labels = 2.0 * rng.standard_normal((2, 5, 4)), rng.integers(0, 4, size=(2, 5))

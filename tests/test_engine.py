@@ -227,3 +227,76 @@ def test_third_derivative_keeps_dtype(dtype, rtol):
         (g,) = ag.grad(g.sum(), [x], create_graph=True)
         assert g.dtype == dtype
     np.testing.assert_allclose(g.data, 24 * x.data, rtol=rtol)
+
+
+# ----------------------------------------------------------------------------- nodes with several outputs
+class SumAndProduct(ag.Function):
+    """(a, b) -> (a + b, a·b): a test node with two outputs. Its backward takes one
+    gradient per output (None for an unused one) and is written with differentiable ops."""
+    calls = 0
+
+    def forward(self, a, b):
+        return a + b, a * b
+
+    def backward(self, gs, gp):
+        SumAndProduct.calls += 1
+        a, b = self.inputs
+        ga = gb = None
+        if gs is not None:
+            ga, gb = gs, gs                                 # ∂(a+b)/∂a = ∂(a+b)/∂b = 1
+        if gp is not None:
+            ga = gp * b if ga is None else ga + gp * b      # ∂(ab)/∂a = b
+            gb = gp * a if gb is None else gb + gp * a      # ∂(ab)/∂b = a
+        return ga, gb
+
+
+def two_output_loss(a, b):
+    """The outputs reach the loss along paths of different lengths (s through three more
+    ops, p directly and through s), so the walk meets them far apart."""
+    s, p = SumAndProduct()(a, b)
+    return (ag.exp(ag.tanh(s * 0.3)) * p).sum() + (p * p).sum()
+
+
+def test_several_outputs_values_and_one_backward_call():
+    rng = np.random.default_rng(0)
+    a0, b0 = rng.standard_normal(4), rng.standard_normal(4)
+    a, b = Tensor(a0, requires_grad=True), Tensor(b0, requires_grad=True)
+    s, p = SumAndProduct()(a, b)
+    assert s.creator is p.creator and s.requires_grad and p.requires_grad
+    np.testing.assert_allclose(s.data, a0 + b0, rtol=1e-12)
+    SumAndProduct.calls = 0
+    ga, gb = ag.grad(two_output_loss(a, b), [a, b])
+    assert SumAndProduct.calls == 1                         # once, with both gradients
+    e = np.exp(np.tanh(0.3 * (a0 + b0)))
+    de = e * (1 - np.tanh(0.3 * (a0 + b0)) ** 2) * 0.3      # d/ds of exp(tanh(0.3 s))
+    gs, gp = de * a0 * b0, e + 2 * a0 * b0                  # ∂L/∂s, ∂L/∂p
+    np.testing.assert_allclose(ga.data, gs + gp * b0, rtol=1e-12)
+    np.testing.assert_allclose(gb.data, gs + gp * a0, rtol=1e-12)
+
+
+def test_several_outputs_one_unused():
+    a, b = Tensor(np.array([1.0, 2.0]), requires_grad=True), Tensor(np.array([3.0, -1.0]), requires_grad=True)
+    s, p = SumAndProduct()(a, b)
+    ga, gb = ag.grad((p * p).sum(), [a, b], retain_graph=True)   # s never used: its gradient is None
+    np.testing.assert_allclose(ga.data, 2 * p.data * b.data, rtol=1e-12)
+    np.testing.assert_allclose(gb.data, 2 * p.data * a.data, rtol=1e-12)
+    assert ag.grad(p.sum(), s, allow_unused=True, retain_graph=True) is None   # a sibling is not upstream
+    gp = ag.grad((p * p).sum(), p)                           # an output as the target
+    np.testing.assert_allclose(gp.data, 2 * p.data, rtol=1e-12)
+
+
+def test_several_outputs_first_and_second_order():
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal(3), rng.standard_normal(3)
+    assert ag.gradcheck(two_output_loss, [a, b], rtol=1e-6) <= 1e-6
+    assert ag.gradgradcheck(two_output_loss, [a, b], rtol=1e-6) <= 1e-6
+    f = lambda a, b: SumAndProduct()(a, b)                  # noqa: E731  (both outputs returned)
+    assert ag.gradgradcheck(f, [a, b], rtol=1e-6) <= 1e-6
+
+
+def test_several_outputs_graph_freed_after_backward():
+    a, b = Tensor(np.ones(2), requires_grad=True), Tensor(np.ones(2), requires_grad=True)
+    s, p = SumAndProduct()(a, b)
+    ag.grad((s * p).sum(), [a])
+    with pytest.raises(ag.GraphFreedError, match="SumAndProduct"):
+        ag.grad(p.sum(), [a])

@@ -68,16 +68,13 @@ class BatchNormReLU(Function):
     """relu(batch_norm(x)) with batch statistics, fused, in the channel-major layout
     x (T, C, ...) with γ, β of shape (T, C).
 
-    The forward pass and the first-order backward pass are single fused kernels
-    (autograd.kernels.bn_relu_forward / bn_relu_backward). The backward keeps the batch
-    statistics as raw arrays, which would cut second-order paths if they were ever
-    differentiated: so it uses the kernel only when no graph is being recorded. When the
-    engine records the backward pass (``create_graph=True``), it instead evaluates the same
-    vector-Jacobian product formulas (see kernels/batchnorm_numpy.py) with differentiable ops
-    of x, γ and gy, recomputing μ and 1/√(σ² + ε) from x: exact to every order, the same
-    numbers, and about half the graph of differentiating the composed forward.
-    In MAML that composed path runs on the support sets only; the large query sets take the
-    fused path.
+    The forward pass is one fused kernel (autograd.kernels.bn_relu_forward). Its backward
+    is the node below, ``BatchNormReLUGrad``: when no graph is recorded the engine only
+    needs its values, so the kernel is called directly; when the engine records the
+    backward pass (``create_graph=True``, the inner loop of MAML, the first half of a
+    Hessian-vector product) the same kernel runs as a node of the graph, whose own
+    backward is exact (Chainer's FunctionNode pattern: a gradient that is itself a
+    differentiable function).
     """
 
     def __init__(self, eps):
@@ -90,25 +87,85 @@ class BatchNormReLU(Function):
 
     def backward(self, gy):
         x, gamma, beta = self.inputs
-        if not mode.is_grad_enabled():                          # first order: fused kernel
+        y = self.output().data
+        if not mode.is_grad_enabled():                          # values only: the kernel
             T, C = x.shape[:2]
             gx, gg, gb = kernels.bn_relu_backward(gy.data.reshape(T, C, -1), x.data.reshape(T, C, -1),
-                                                  self.output().data.reshape(T, C, -1), self.mu,
-                                                  self.inv, gamma.data)
+                                                  y.reshape(T, C, -1), self.mu, self.inv, gamma.data)
             return Tensor._from_op(gx.reshape(x.shape)), Tensor._from_op(gg), Tensor._from_op(gb)
-        # Recorded (create_graph=True): the same formulas, in differentiable ops of x, γ and gy.
+        return BatchNormReLUGrad(y, self.mu, self.inv, self.eps)(x, gamma, gy)
+
+
+class BatchNormReLUGrad(Function):
+    """The backward of BatchNormReLU as a node with three outputs:
+    (x, γ, gy) -> (∂x, ∂γ, ∂β), with g = gy·1[y > 0] and per (task, channel) row
+
+        ∂β = Σ g,   ∂γ = Σ g x̂,   ∂x = γ s (g − ∂β/M − x̂ ∂γ/M)      (s = 1/√(σ² + ε))
+
+    β enters only through the ReLU mask, whose derivative is zero, so it is not an input.
+    The batch statistics μ and s saved by the forward kernel are functions of x; this
+    node's own backward accounts for that dependence (they are a cache, not constants).
+
+    backward(a, b, c), the cotangents of (∂x, ∂γ, ∂β): the double backward. Without
+    recording it is one fused kernel (kernels.bn_relu_double_backward: two passes over a
+    row, where the composed formulas took about thirty full-size NumPy operations); with
+    recording (third order) the same formulas in differentiable ops, recomputing μ and s
+    from x.
+    """
+
+    def __init__(self, y, mu, inv, eps):
+        self.y, self.mu, self.inv, self.eps = y, mu, inv, eps       # y: the forward output (mask)
+
+    def forward(self, x, gamma, gy):
+        T, C = x.shape[:2]
+        gx, gg, gb = kernels.bn_relu_backward(gy.reshape(T, C, -1), x.reshape(T, C, -1),
+                                              self.y.reshape(T, C, -1), self.mu, self.inv, gamma)
+        return gx.reshape(x.shape), gg, gb
+
+    def backward(self, a, b, c):
+        x, gamma, gy = self.inputs
+        if not mode.is_grad_enabled():                          # values only: the kernel
+            T, C = x.shape[:2]
+            rows = (T, C, -1)
+            gx, gg, ggy = kernels.bn_relu_double_backward(
+                x.data.reshape(rows), self.y.reshape(rows), gy.data.reshape(rows), self.mu,
+                self.inv, gamma.data, None if a is None else a.data.reshape(rows),
+                None if b is None else b.data, None if c is None else c.data)
+            return (Tensor._from_op(gx.reshape(x.shape)), Tensor._from_op(gg),
+                    Tensor._from_op(ggy.reshape(x.shape)))
+        return self._recorded_backward(a, b, c)
+
+    def _recorded_backward(self, a, b, c):
+        """The double backward in differentiable ops (see kernels/batchnorm_numpy.py for the
+        formulas and autograd/README.md for their derivation)."""
+        x, gamma, gy = self.inputs
         axes = tuple(range(2, x.ndim))
         stat = tuple(x.shape[:2]) + (1,) * (x.ndim - 2)
         inv_m = 1.0 / (x.size // (x.shape[0] * x.shape[1]))
-        g = ReLUGrad(self.output().data > 0)(gy)            # the ReLU gate: a constant mask
-        d = x - mean(x, axes, keepdims=True)                   # x − μ
-        s = 1.0 / sqrt(mean(d * d, axes, keepdims=True) + self.eps)   # 1/√(σ² + ε)
-        xhat = d * s                                           # x̂
-        gbeta = sum(g, axes)                                   # ∂β = Σ g
-        ggamma = sum(g * xhat, axes)                           # ∂γ = Σ g x̂
-        gx = (reshape(gamma, stat) * s) * (g - reshape(gbeta, stat) * inv_m
-                                           - xhat * (reshape(ggamma, stat) * inv_m))   # γs(g − ∂β/M − x̂ ∂γ/M)
-        return gx, ggamma, gbeta
+        mask = self.y > 0
+        g = ReLUGrad(mask)(gy)                                     # g = gy·1[y > 0]
+        d = x - mean(x, axes, keepdims=True)                       # x − μ
+        s = 1.0 / sqrt(mean(d * d, axes, keepdims=True) + self.eps)   # s = 1/√(σ² + ε)
+        xhat = d * s                                               # x̂
+        gs = reshape(gamma, stat) * s                              # γ s
+        bb = 0.0 if b is None else reshape(b, stat)
+        cc = 0.0 if c is None else reshape(c, stat)
+        q = mean(g * xhat, axes, keepdims=True)                    # q = mean(g x̂)
+        if a is None:
+            K = 0.0
+            ggy = ReLUGrad(mask)(bb * xhat + cc)                   # 1[y>0](b x̂ + c)
+            w = bb * g
+            ax = 0.0
+        else:
+            ax = mean(a * xhat, axes, keepdims=True)               # āₓ = mean(a x̂)
+            Pa = a - mean(a, axes, keepdims=True) - xhat * ax      # P a
+            K = sum(g * Pa, axes, keepdims=True)                   # K = Σ g·P a
+            ggy = ReLUGrad(mask)(gs * Pa + bb * xhat + cc)         # 1[y>0](γ s P a + b x̂ + c)
+            w = (bb - gs * ax) * g - gs * q * a                    # w = (b − γ s āₓ) g − γ s q a
+        Pw = w - mean(w, axes, keepdims=True) - xhat * mean(w * xhat, axes, keepdims=True)
+        gx = s * Pw - gs * s * K * xhat * inv_m                    # ∂x' = s P w − γ s² K x̂ / M
+        ggamma = None if a is None else reshape(s * K, gamma.shape)   # ∂γ' = s K
+        return gx, ggamma, ggy
 
 
 def batch_norm_relu(x, gamma, beta, eps=1e-5, running_mean=None, running_var=None, momentum=0.1):

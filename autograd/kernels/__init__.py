@@ -33,11 +33,11 @@ from . import im2col_numpy as _im2col_numpy
 from . import pool_numpy as _pool_numpy
 
 __all__ = ["im2col", "col2im", "maxpool_argmax", "gather_plane", "scatter_add_plane",
-           "bn_relu_forward", "bn_relu_backward",
+           "bn_relu_forward", "bn_relu_backward", "bn_relu_double_backward",
            "set_kernels", "kernels_name"]
 
 _KERNELS = ("im2col", "col2im", "maxpool_argmax", "gather_plane", "scatter_add_plane",
-            "bn_relu_forward", "bn_relu_backward")
+            "bn_relu_forward", "bn_relu_backward", "bn_relu_double_backward")
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 _name = None            # "numpy" or "numba"
@@ -60,9 +60,11 @@ _NUMPY_IMPL = {
     "scatter_add_plane": _pool_numpy.scatter_add_plane,
     "bn_relu_forward": _batchnorm_numpy.bn_relu_forward,
     "bn_relu_backward": _batchnorm_numpy.bn_relu_backward,
+    "bn_relu_double_backward": _batchnorm_numpy.bn_relu_double_backward,
 }
 _bn_relu_forward = _batchnorm_numpy.bn_relu_forward
 _bn_relu_backward = _batchnorm_numpy.bn_relu_backward
+_bn_relu_double_backward = _batchnorm_numpy.bn_relu_double_backward
 
 
 def _load_numba():
@@ -86,6 +88,7 @@ def _load_numba():
             "scatter_add_plane": pool_numba.scatter_add_plane,
             "bn_relu_forward": batchnorm_numba.bn_relu_forward,
             "bn_relu_backward": batchnorm_numba.bn_relu_backward,
+            "bn_relu_double_backward": batchnorm_numba.bn_relu_double_backward,
         }
         _set_numba_threads()
     return _numba_impl
@@ -120,7 +123,7 @@ def set_kernels(name):
     (with a one-line notice on stderr) instead of failing.
     """
     global _name, _im2col, _col2im, _maxpool_argmax, _gather_plane, _scatter_add_plane
-    global _bn_relu_forward, _bn_relu_backward
+    global _bn_relu_forward, _bn_relu_backward, _bn_relu_double_backward
     if name == "numpy":
         impl = _NUMPY_IMPL
     elif name == "numba":
@@ -136,6 +139,7 @@ def set_kernels(name):
     _scatter_add_plane = impl["scatter_add_plane"]
     _bn_relu_forward = impl["bn_relu_forward"]
     _bn_relu_backward = impl["bn_relu_backward"]
+    _bn_relu_double_backward = impl["bn_relu_double_backward"]
     _name = name
     return name
 
@@ -311,6 +315,20 @@ def bn_relu_backward(gy, x, y, mu, inv, gamma):
     if not isinstance(x, np.ndarray):
         return _foreign("bn_relu_backward", x)(gy, x, y, mu, inv, gamma)
     return _bn_relu_backward(gy, x, y, mu, inv, gamma)
+
+
+def bn_relu_double_backward(x, y, gy, mu, inv, gamma, a, b, c):
+    """(gx, ggamma, ggy): the vector-Jacobian product of bn_relu_backward with respect to
+    x, gamma and gy, for cotangents a (T, C, M), b and c (T, C), each possibly None."""
+    T, C, M = _shape("bn_relu_double_backward", "x", x, 3, "(T, C, M)")
+    for what, arr, want in (("y", y, (T, C, M)), ("gy", gy, (T, C, M)), ("a", a, (T, C, M)),
+                            ("b", b, (T, C)), ("c", c, (T, C))):
+        if arr is not None and tuple(arr.shape) != want:
+            raise ValueError(f"bn_relu_double_backward: expected {what} of shape {want}, "
+                             f"got {tuple(arr.shape)}")
+    if not isinstance(x, np.ndarray):
+        return _foreign("bn_relu_double_backward", x)(x, y, gy, mu, inv, gamma, a, b, c)
+    return _bn_relu_double_backward(x, y, gy, mu, inv, gamma, a, b, c)
 
 
 _env = os.environ.get("TINYMETA_KERNELS", "numba")

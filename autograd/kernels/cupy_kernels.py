@@ -24,6 +24,8 @@ How each kernel runs on the device:
   (``mean(dtype=float64)`` and ReductionKernels) and one fused ElementwiseKernel each for
   the full-size output, following ``batchnorm_numpy`` step by step (same dtypes at every
   step; only summation order and fused multiply-adds differ).
+* ``bn_relu_double_backward`` -- the NumPy reference's array expressions in float64 on the
+  device (CuPy reductions and element-wise ops, no custom kernel).
 
 Each RawKernel is written once in CUDA C over a type name ``real`` and compiled per dtype
 (``typedef float real;`` / ``typedef double real;``) on first use; sizes and indices are
@@ -32,7 +34,7 @@ Each RawKernel is written once in CUDA C over a type name ``real`` and compiled 
 import numpy as np
 
 __all__ = ["im2col", "col2im", "maxpool_argmax", "gather_plane", "scatter_add_plane",
-           "bn_relu_forward", "bn_relu_backward", "RAW_SOURCES"]
+           "bn_relu_forward", "bn_relu_backward", "bn_relu_double_backward", "RAW_SOURCES"]
 
 _THREADS = 256
 _MAX_BLOCKS = 65535 * 16          # grid-stride loops cover anything larger
@@ -358,3 +360,29 @@ def bn_relu_backward(gy, x, y, mu, inv, gamma):
     gx = k["bwd"](gy, y, x, mu[..., None], inv[..., None], gs[..., None],
                   (gbeta / M)[..., None], (ggamma / M)[..., None])
     return gx, ggamma.astype(dt), gbeta.astype(dt)
+
+
+def bn_relu_double_backward(x, y, gy, mu, inv, gamma, a, b, c):
+    """(gx, ggamma, ggy): see batchnorm_numpy.bn_relu_double_backward (same expressions)."""
+    cp = _cupy()
+    T, C, M = x.shape
+    f8 = cp.float64
+    mask = cp.asarray(y) > 0
+    g = cp.where(mask, cp.asarray(gy), 0).astype(f8)
+    s = cp.asarray(inv).astype(f8)[..., None]
+    xhat = (cp.asarray(x).astype(f8) - cp.asarray(mu).astype(f8)[..., None]) * s
+    gs = (cp.asarray(gamma).astype(f8) * cp.asarray(inv).astype(f8))[..., None]
+    b = cp.zeros((T, C, 1), f8) if b is None else cp.asarray(b).astype(f8)[..., None]
+    c = cp.zeros((T, C, 1), f8) if c is None else cp.asarray(c).astype(f8)[..., None]
+    a = cp.zeros_like(g) if a is None else cp.asarray(a).astype(f8)
+    q = (g * xhat).mean(axis=2, keepdims=True)
+    abar = a.mean(axis=2, keepdims=True)
+    ax = (a * xhat).mean(axis=2, keepdims=True)
+    Pa = a - abar - xhat * ax
+    K = (g * Pa).sum(axis=2, keepdims=True)
+    ggy = cp.where(mask, gs * Pa + b * xhat + c, 0)
+    w = (b - gs * ax) * g - gs * q * a
+    Pw = w - w.mean(axis=2, keepdims=True) - xhat * (w * xhat).mean(axis=2, keepdims=True)
+    gx = s * Pw - gs * s * K * xhat / M
+    dt = x.dtype
+    return gx.astype(dt), (s * K)[..., 0].astype(dt), ggy.astype(dt)
