@@ -19,7 +19,9 @@ Cases (``--cases`` takes names, group names or shell patterns such as ``'omniglo
   5-way 1-shot, 15 queries, 5 inner steps α = 0.01, meta-batch 4, second-order MAML,
   float32: ``miniimagenet_maml_f32``.
 * ``hvp``: one ``autograd.hvp`` against one ``autograd.grad`` (each with its forward pass)
-  of the Omniglot Conv4 cross-entropy on 80 images, float32: ``hvp_omniglot``.
+  of the Omniglot Conv4 cross-entropy on 80 images, float32: ``hvp_omniglot``. The two run
+  alternately (grad, hvp, grad, hvp, ...; 3·repeats rounds) and the ratio is the
+  median of the per-round ratios, so a slow spell of a shared machine hits both sides.
 * ``ratios``: ``kernels_numpy_vs_numba`` (Omniglot MAML f32 step),
   ``loop_vs_batched_sinusoid`` (sinusoid MAML), ``loop_vs_batched_omniglot`` (Omniglot MAML
   f32, meta-batch 8 for both sides: the loop is slow), ``numba_threads_1_vs_2``
@@ -173,11 +175,7 @@ def measure(step, warmup, repeats, max_seconds, flops=True, memory=True):
     it = 0
     warm_times = []
     for _ in range(warmup):
-        sync()
-        t0 = time.perf_counter()
-        step(it)
-        sync()
-        warm_times.append(time.perf_counter() - t0)
+        warm_times.append(timed(step, it))
         it += 1
     planned = repeats
     if warm_times and max_seconds and repeats > 1:
@@ -185,14 +183,28 @@ def measure(step, warmup, repeats, max_seconds, flops=True, memory=True):
         repeats = max(1, min(repeats, fits))
     times = []
     for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        step(it)
-        sync()
-        times.append(time.perf_counter() - t0)
+        times.append(timed(step, it))
         it += 1
-    out = {"seconds": statistics.median(times), "min_s": min(times), "max_s": max(times),
-           "repeats": len(times), "planned_repeats": planned, "warmup": warmup, "times": times}
+    out = summary(times, planned, warmup)
+    add_flops_and_memory(out, step, it, flops, memory)
+    return out
+
+
+def timed(step, it):
+    sync()
+    t0 = time.perf_counter()
+    step(it)
+    sync()
+    return time.perf_counter() - t0
+
+
+def summary(times, planned, warmup):
+    return {"seconds": statistics.median(times), "min_s": min(times), "max_s": max(times),
+            "repeats": len(times), "planned_repeats": planned, "warmup": warmup, "times": times}
+
+
+def add_flops_and_memory(out, step, it, flops, memory):
+    """One untimed iteration counting matrix-product flops, one measuring peak memory."""
     if flops:
         with count_matmul_flops() as counter:
             step(it)
@@ -203,7 +215,24 @@ def measure(step, warmup, repeats, max_seconds, flops=True, memory=True):
         out["gflops"] = out["gflop"] / out["seconds"] if out["seconds"] > 0 else float("nan")
     if memory:
         out["peak_bytes"], out["peak_method"] = peak_memory(lambda: step(it))
-    return out
+
+
+def measure_interleaved(steps, warmup, rounds):
+    """Time several steps in alternation (a, b, a, b, ...): a slow spell of the machine then
+    hits both sides of a ratio alike. Returns {name: summary} and the per-round ratios
+    time(second) / time(first)."""
+    names = list(steps)
+    times = {k: [] for k in names}
+    for r in range(warmup + rounds):
+        for k in names:
+            t = timed(steps[k], r)
+            if r >= warmup:
+                times[k].append(t)
+    out = {k: summary(times[k], rounds, warmup) for k in names}
+    for k in names:
+        add_flops_and_memory(out[k], steps[k], warmup + rounds, True, True)
+    paired = [b / a for a, b in zip(times[names[0]], times[names[1]])]
+    return out, paired
 
 
 @contextmanager
@@ -395,9 +424,17 @@ class Bench:
         def hvp_step(i):
             return autograd.hvp(loss, [params[k].data for k in names], vs)
 
-        g = self.run_measure(("grad", n, kernels.kernels_name()), f"grad ({n} images)", lambda: grad_step)
-        h = self.run_measure(("hvp", n, kernels.kernels_name()), f"hvp ({n} images)", lambda: hvp_step)
-        return g, h
+        rounds = 3 * self.args.repeats                # each is ~0.1 s: more rounds cost little
+        self.log(f"  grad and hvp ({n} images), interleaved: warm-up {max(self.args.warmup, 1)}, "
+                 f"{rounds} rounds ...")
+        m, paired = measure_interleaved({"grad": grad_step, "hvp": hvp_step},
+                                        max(self.args.warmup, 1), rounds)
+        for k in m:
+            m[k]["kernels"], m[k]["numba_threads"] = kernels.kernels_name(), numba_threads()
+        self.log(f"  grad {fmt_time(m['grad']['seconds'])}, hvp {fmt_time(m['hvp']['seconds'])} "
+                 f"(medians of {rounds}); hvp/grad per round: median {statistics.median(paired):.2f}, "
+                 f"range {min(paired):.2f}-{max(paired):.2f}")
+        return m["grad"], m["hvp"], paired
 
     # --- the cases ------------------------------------------------------------------------
     def run_case(self, name):
@@ -410,12 +447,15 @@ class Bench:
         elif name == "miniimagenet_maml_f32":
             self.cases[name] = self.conv("mini", "maml", np.float32)
         elif name == "hvp_omniglot":
-            g, h = self.hvp()
-            ratio = h["seconds"] / g["seconds"]
+            g, h, paired = self.hvp()
+            ratio = statistics.median(paired)
             self.ratios[name] = {"numerator": "hvp", "denominator": "grad", "ratio": ratio,
                                  "numerator_s": h["seconds"], "denominator_s": g["seconds"],
+                                 "numerator_repeats": h["repeats"], "denominator_repeats": g["repeats"],
+                                 "paired_ratios": paired, "ratio_min": min(paired), "ratio_max": max(paired),
                                  "note": f"Omniglot Conv4 cross-entropy, {self.S['hvp_batch']} images, "
-                                         "float32, each with its forward pass"}
+                                         "float32, each with its forward pass; grad and hvp alternate, "
+                                         "ratio = median over rounds of hvp/grad"}
             self.cases["hvp_omniglot.grad"] = dict(g, dtype="float32", meta_batch=None, batched=None,
                                                    config=f"grad of Conv4 CE, {self.S['hvp_batch']} images")
             self.cases["hvp_omniglot.hvp"] = dict(h, dtype="float32", meta_batch=None, batched=None,
