@@ -120,6 +120,49 @@ def test_linear_task_batched(t, n, i, o, bias, seed):
           np.tanh(np.einsum("tni,toi->tno", x, w) + b[:, None, :]))
 
 
+def linear_grad_mix(x, w, b, gy):
+    """A scalar mix of Linear's three gradients (∂x, ∂W, ∂b), built with create_graph=True,
+    so it goes through the LinearGrad node: gradcheck of it checks LinearGrad's backward on
+    arrays, gradgradcheck its recorded form (third derivatives of the layer)."""
+    x, w, b = (t if t.requires_grad else Tensor(t.data, requires_grad=True) for t in (x, w, b))
+    with ag.enable_grad():                   # the checkers call f once under no_grad
+        y = ag.tanh(F.linear(x, w, b))
+        gx, gw, gb = ag.grad(y, [x, w, b], grad_outputs=gy, create_graph=True)
+        return (gx * gx).sum() + (gw * w).sum() + (gb * gb).sum() + (gx * x).sum()
+
+
+@pytest.mark.parametrize("shapes", [((3, 4), (2, 4), (2,)), ((2, 3, 4), (2, 2, 4), (2, 2))],
+                         ids=["2d", "tasks"])
+def test_linear_third_order(shapes):
+    rng = np.random.default_rng(21)
+    x, w, b = (rng.standard_normal(s) for s in shapes)
+    gy = rng.standard_normal(shapes[0][:-1] + (shapes[1][-2],))
+    assert ag.gradcheck(linear_grad_mix, [x, w, b, gy], rtol=RTOL) <= RTOL
+    assert ag.gradgradcheck(linear_grad_mix, [x, w, b, gy], rtol=RTOL) <= RTOL
+
+
+def test_linear_grad_arrays_equal_recorded_ops():
+    """LinearGrad's backward on arrays (not recording) and in differentiable ops (recording)
+    give the same values for every pattern of missing cotangents (rtol 1e-12)."""
+    rng = np.random.default_rng(22)
+    x, w, b = (Tensor(rng.standard_normal(s), requires_grad=True) for s in ((2, 3, 4), (2, 5, 4), (2, 5)))
+    gy = Tensor(rng.standard_normal((2, 3, 5)), requires_grad=True)
+    outs = ag.grad(F.linear(x, w, b), [x, w, b], grad_outputs=gy, create_graph=True)
+    node = outs[0].creator
+    assert type(node).__name__ == "LinearGrad" and all(o.creator is node for o in outs)
+    cot = [rng.standard_normal(o.shape) for o in outs]
+    for present in ("abc", "a", "b", "c", "ab", "bc"):
+        args = [Tensor(v, requires_grad=True) if n in present else None for n, v in zip("abc", cot)]
+        with ag.no_grad():
+            arrays = node.backward(*args)
+        recorded = node.backward(*args)
+        for got, want in zip(arrays, recorded):
+            assert (got is None) == (want is None), present
+            if got is not None:
+                assert got.shape == want.shape and got.creator is None and want.creator is not None
+                np.testing.assert_allclose(got.data, want.data, rtol=1e-12, atol=1e-12, err_msg=present)
+
+
 # ----------------------------------------------------------------------------- conv2d
 @st.composite
 def conv_config(draw, tasks=False):

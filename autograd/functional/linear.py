@@ -1,7 +1,8 @@
 """Fully connected layer y = x Wᵀ + b, with W of shape (out, in) as in the papers' code."""
-from .. import backend
+from .. import backend, mode
 from ..function import Function
-from ..ops import matmul, sum
+from ..ops import broadcast_to, matmul, reshape
+from ..tensor import Tensor
 
 
 def linear(x, w, b=None):
@@ -28,8 +29,11 @@ def linear(x, w, b=None):
 
 class Linear(Function):
     """y = x Wᵀ + b as one node: fewer nodes in the graph than matmul, transpose and add,
-    which matters for small networks where the per-op overhead dominates. Its backward is
-    written with differentiable ops, so it is differentiable again."""
+    which matters for small networks where the per-op overhead dominates.
+
+    Its backward is the node ``LinearGrad`` when the engine records (create_graph=True, as
+    in MAML's inner loop), so the gradient can be differentiated again; when it does not,
+    only the values are needed and they are computed on the arrays directly."""
 
     def forward(self, x, w, b):
         y = backend.xp.matmul(x, w.swapaxes(-1, -2))
@@ -38,7 +42,58 @@ class Linear(Function):
 
     def backward(self, gy):
         x, w, b = self.inputs
-        gx = matmul(gy, w) if x.requires_grad else None                          # ∂L/∂x = G W
-        gw = matmul(gy, x, transpose_a=True) if w.requires_grad else None        # ∂L/∂W = Gᵀ x
-        gb = sum(gy, axis=-2) if b.requires_grad else None                       # ∂L/∂b = Σₙ G
+        if mode.is_grad_enabled():
+            return LinearGrad()(gy, x, w)
+        g, xd, wd = gy.data, x.data, w.data
+        xp = backend.xp
+        gx = Tensor._from_op(xp.matmul(g, wd)) if x.requires_grad else None                    # G W
+        gw = Tensor._from_op(xp.matmul(g.swapaxes(-1, -2), xd)) if w.requires_grad else None  # Gᵀ x
+        gb = Tensor._from_op(g.sum(axis=-2)) if b.requires_grad else None                     # Σₙ G
         return gx, gw, gb
+
+
+class LinearGrad(Function):
+    """The backward of ``Linear`` as one node with three outputs:
+    (G, x, W) -> (∂x, ∂W, ∂b) = (G W, Gᵀ x, Σₙ G).
+
+    Each output is bilinear in (G, x, W), so its backward, for cotangents A, B, c of
+    (∂x, ∂W, ∂b), is read off the products:
+        ∂G = A Wᵀ + x Bᵀ + c,   ∂x = G B,   ∂W = Gᵀ A
+    computed on the arrays when the engine does not record (MAML's outer step) and with
+    differentiable ops when it does (third order).
+    """
+
+    def forward(self, g, x, w):
+        xp = backend.xp
+        return xp.matmul(g, w), xp.matmul(g.swapaxes(-1, -2), x), g.sum(axis=-2)
+
+    def backward(self, a, bw, c):
+        g, x, w = self.inputs
+        if mode.is_grad_enabled():
+            gg = _add(_add(None if a is None else matmul(a, w, transpose_b=True),        # A Wᵀ
+                           None if bw is None else matmul(x, bw, transpose_b=True)),     # x Bᵀ
+                      None if c is None else broadcast_to(reshape(c, c.shape[:-1] + (1, c.shape[-1])),
+                                                          g.shape))                      # c
+            gx = None if bw is None else matmul(g, bw)                                   # G B
+            gw = None if a is None else matmul(g, a, transpose_a=True)                   # Gᵀ A
+            return gg, gx, gw
+        xp = backend.xp
+        gg = None
+        if a is not None:
+            gg = xp.matmul(a.data, w.data.swapaxes(-1, -2))
+        if bw is not None:
+            t = xp.matmul(x.data, bw.data.swapaxes(-1, -2))
+            gg = t if gg is None else gg + t
+        if c is not None:
+            cb = c.data[..., None, :]
+            gg = xp.broadcast_to(cb, g.shape).copy() if gg is None else gg + cb
+        gx = None if bw is None else xp.matmul(g.data, bw.data)
+        gw = None if a is None else xp.matmul(g.data.swapaxes(-1, -2), a.data)
+        return tuple(None if v is None else Tensor._from_op(v) for v in (gg, gx, gw))
+
+
+def _add(a, b):
+    """a + b where either may be None (a zero)."""
+    if a is None:
+        return b
+    return a if b is None else a + b
