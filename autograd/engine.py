@@ -85,7 +85,7 @@ def _backprop(op, outputs, grad_outputs, targets, create_graph, retain_graph):
                 if id(x) in useful:
                     expand.add(k)
                     useful.add(k)
-                    if len(node.outputs) > 1:
+                    if node.several:
                         waiting[id(node)] = waiting.get(id(node), 0) + 1
                     break
         if k in useful:
@@ -101,7 +101,7 @@ def _backprop(op, outputs, grad_outputs, targets, create_graph, retain_graph):
                 continue
             g = grads.pop(k, None)
             node = t.creator
-            if node is not None and len(node.outputs) > 1 and k in expand:
+            if node is not None and node.several and k in expand:
                 # A node with several outputs runs once, when the walk passes the last of
                 # them: every output's gradient is complete by then (its consumers came
                 # earlier in this order) and none of the node's inputs has been visited.

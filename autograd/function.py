@@ -30,6 +30,7 @@ class Function:
     inputs = None        # tuple of input Tensors, kept for backward (None once freed)
     output = None        # weakref to the output Tensor (avoids a reference cycle)
     outputs = None       # weakrefs to all outputs, in order (a 1-tuple for most nodes)
+    several = False      # True for a node with several outputs (the engine waits for all)
     freed = False
 
     def forward(self, *arrays):
@@ -44,19 +45,31 @@ class Function:
 
     def __call__(self, *inputs):
         y = self.forward(*[t.data for t in inputs])
-        several = isinstance(y, tuple)
-        outs = tuple(Tensor._from_op(a) for a in y) if several else (Tensor._from_op(y),)
+        if type(y) is tuple:
+            return self._several_outputs(inputs, y)
+        out = Tensor._from_op(y)
         if mode._state["enabled"]:
             for t in inputs:
                 if t.requires_grad:
-                    for out in outs:
-                        out.requires_grad = True
-                        out.creator = self
+                    out.requires_grad = True
+                    out.creator = self
                     self.inputs = inputs
-                    self.outputs = tuple(weakref.ref(out) for out in outs)
-                    self.output = self.outputs[0]
+                    self.output = weakref.ref(out)
+                    self.outputs = (self.output,)
                     break
-        return outs if several else outs[0]
+        return out
+
+    def _several_outputs(self, inputs, arrays):
+        outs = tuple(Tensor._from_op(a) for a in arrays)
+        if mode._state["enabled"] and any(t.requires_grad for t in inputs):
+            for out in outs:
+                out.requires_grad = True
+                out.creator = self
+            self.inputs = inputs
+            self.outputs = tuple(weakref.ref(out) for out in outs)
+            self.output = self.outputs[0]
+            self.several = True
+        return outs
 
     def release(self):
         """Drop the saved inputs after a backward pass that does not retain the graph."""
