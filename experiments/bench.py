@@ -32,7 +32,7 @@ Method. Each measurement builds the learner once and draws its batches beforehan
 sampling is not timed); ``--warmup`` iterations (Numba compilation happens there) are
 followed by ``--repeats`` timed ones; the median is reported, with min and max. One more
 iteration, untimed, counts the floating-point operations of every matrix product executed
-(``autograd.ops.linalg.MatMul.forward`` instrumented: 2·prod(out.shape)·a.shape[-1]) --
+(``autograd.ops.linalg.matmul_arrays`` instrumented: 2·prod(out.shape)·k) --
 **matrix-product flops only**, so convolutions (im2col + matmul) and linear layers count,
 element-wise work, batch-norm and pooling do not -- and another measures the peak memory
 with ``tracemalloc`` (NumPy reports its allocations to it; with ``--backend cupy`` the
@@ -81,7 +81,7 @@ from tinymeta.optim import Adam  # noqa: E402
 from tinymeta.tasks import EpisodeSampler, SinusoidTasks  # noqa: E402
 
 DEFAULT_OUT = Path("runs/bench/bench.json")
-FLOP_NOTE = ("GFLOP counts the matrix products only (autograd MatMul.forward: "
+FLOP_NOTE = ("GFLOP counts the matrix products only (autograd.ops.linalg.matmul_arrays: "
              "2*prod(out.shape)*a.shape[-1]); element-wise ops, batch-norm, pooling, "
              "im2col/col2im are not counted")
 GROUPS = {
@@ -131,21 +131,22 @@ def sync():
 
 @contextmanager
 def count_matmul_flops():
-    """Count 2·prod(out.shape)·k for every MatMul.forward executed inside the block."""
+    """Count 2·prod(out.shape)·k for every matrix product executed inside the block
+    (``autograd.ops.linalg.matmul_arrays``: MatMul, Linear and LinearGrad all go through it)."""
     counter = {"flops": 0, "calls": 0}
-    original = linalg.MatMul.forward
+    original = linalg.matmul_arrays
 
-    def forward(self, a, b):
-        out = original(self, a, b)
-        counter["flops"] += 2 * int(np.prod(out.shape, dtype=np.int64)) * int(a.shape[-2 if self.ta else -1])
+    def counted(a, b):
+        out = original(a, b)
+        counter["flops"] += 2 * int(np.prod(out.shape, dtype=np.int64)) * int(a.shape[-1])
         counter["calls"] += 1
         return out
 
-    linalg.MatMul.forward = forward
+    linalg.matmul_arrays = counted
     try:
         yield counter
     finally:
-        linalg.MatMul.forward = original
+        linalg.matmul_arrays = original
 
 
 def peak_memory(fn):

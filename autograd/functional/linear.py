@@ -1,7 +1,7 @@
 """Fully connected layer y = x Wᵀ + b, with W of shape (out, in) as in the papers' code."""
 from .. import backend, mode
 from ..function import Function
-from ..ops import broadcast_to, matmul, reshape
+from ..ops import broadcast_to, linalg, matmul, reshape
 from ..tensor import Tensor
 
 
@@ -36,7 +36,7 @@ class Linear(Function):
     only the values are needed and they are computed on the arrays directly."""
 
     def forward(self, x, w, b):
-        y = backend.xp.matmul(x, w.swapaxes(-1, -2))
+        y = linalg.matmul_arrays(x, w.swapaxes(-1, -2))
         y += b[..., None, :] if b.ndim == 2 else b
         return y
 
@@ -44,11 +44,10 @@ class Linear(Function):
         x, w, b = self.inputs
         if mode.is_grad_enabled():
             return LinearGrad()(gy, x, w)
-        g, xd, wd = gy.data, x.data, w.data
-        xp = backend.xp
-        gx = Tensor._from_op(xp.matmul(g, wd)) if x.requires_grad else None                    # G W
-        gw = Tensor._from_op(xp.matmul(g.swapaxes(-1, -2), xd)) if w.requires_grad else None  # Gᵀ x
-        gb = Tensor._from_op(g.sum(axis=-2)) if b.requires_grad else None                     # Σₙ G
+        g, mm = gy.data, linalg.matmul_arrays
+        gx = Tensor._from_op(mm(g, w.data)) if x.requires_grad else None                  # G W
+        gw = Tensor._from_op(mm(g.swapaxes(-1, -2), x.data)) if w.requires_grad else None  # Gᵀ x
+        gb = Tensor._from_op(g.sum(axis=-2)) if b.requires_grad else None                 # Σₙ G
         return gx, gw, gb
 
 
@@ -64,8 +63,8 @@ class LinearGrad(Function):
     """
 
     def forward(self, g, x, w):
-        xp = backend.xp
-        return xp.matmul(g, w), xp.matmul(g.swapaxes(-1, -2), x), g.sum(axis=-2)
+        mm = linalg.matmul_arrays
+        return mm(g, w), mm(g.swapaxes(-1, -2), x), g.sum(axis=-2)
 
     def backward(self, a, bw, c):
         g, x, w = self.inputs
@@ -77,18 +76,18 @@ class LinearGrad(Function):
             gx = None if bw is None else matmul(g, bw)                                   # G B
             gw = None if a is None else matmul(g, a, transpose_a=True)                   # Gᵀ A
             return gg, gx, gw
-        xp = backend.xp
+        mm = linalg.matmul_arrays
         gg = None
         if a is not None:
-            gg = xp.matmul(a.data, w.data.swapaxes(-1, -2))
+            gg = mm(a.data, w.data.swapaxes(-1, -2))
         if bw is not None:
-            t = xp.matmul(x.data, bw.data.swapaxes(-1, -2))
+            t = mm(x.data, bw.data.swapaxes(-1, -2))
             gg = t if gg is None else gg + t
         if c is not None:
             cb = c.data[..., None, :]
-            gg = xp.broadcast_to(cb, g.shape).copy() if gg is None else gg + cb
-        gx = None if bw is None else xp.matmul(g.data, bw.data)
-        gw = None if a is None else xp.matmul(g.data.swapaxes(-1, -2), a.data)
+            gg = backend.xp.broadcast_to(cb, g.shape).copy() if gg is None else gg + cb
+        gx = None if bw is None else mm(g.data, bw.data)
+        gw = None if a is None else mm(g.data.swapaxes(-1, -2), a.data)
         return tuple(None if v is None else Tensor._from_op(v) for v in (gg, gx, gw))
 
 
