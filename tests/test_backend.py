@@ -584,6 +584,13 @@ def test_cupy_bn_relu_kernels_match_numpy(cupy, shape, dtype):
     for g, w in zip(got_b, want_b):
         assert g.dtype == w.dtype and g.shape == w.shape
         np.testing.assert_allclose(B.to_numpy(g), w, **rtol)
+    a, b, c = rng.standard_normal(shape).astype(dtype), *rng.standard_normal((2, T, C)).astype(dtype)
+    want_d = batchnorm_numpy.bn_relu_double_backward(x, *want[:1], gy, *want[1:], gamma, a, b, c)
+    got_d = K.bn_relu_double_backward(*(cupy.asarray(v) for v in (x, want[0], gy, want[1], want[2],
+                                                                  gamma, a, b, c)))
+    for g, w in zip(got_d, want_d):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        np.testing.assert_allclose(B.to_numpy(g), w, rtol=rtol["rtol"], atol=rtol["atol"] * max(1, np.abs(w).max()))
 
 
 # ============================================================ the CUDA C, emulated on the CPU
@@ -704,6 +711,28 @@ def test_emulated_cuda_pool_kernels_match_numpy(emulated, dtype):
     with pytest.raises(IndexError, match="scatter_add_plane: idx out of range for a plane of 20 elements"):
         emulated.scatter_add_plane(np.ones((2, 3, 11), dtype), idx - 1, 4, 5)
     assert emulated.im2col(np.zeros((0, 1, 3, 3), dtype), 2, 2, 1, 1, 0, 0).shape == (0, 4, 4)   # empty: no launch
+
+
+@pytest.mark.parametrize("present", ["abc", "a", "bc"])
+def test_cupy_bn_relu_double_backward_host_code_with_numpy(monkeypatch, present):
+    """The CuPy double backward is plain array code (no custom kernel): run with NumPy
+    standing in for CuPy it must reproduce the NumPy reference (float64, rtol 1e-12), so
+    its expressions are checked on machines without a GPU."""
+    monkeypatch.setattr(cupy_kernels, "_cp", np)
+    rng = np.random.default_rng(13)
+    T, C, M = 2, 3, 17
+    x = rng.standard_normal((T, C, M)) * 2 + 1
+    gamma, beta = rng.uniform(0.5, 1.5, (T, C)), rng.uniform(-0.5, 0.5, (T, C))
+    y, mu, inv = batchnorm_numpy.bn_relu_forward(x, gamma, beta, 1e-5)
+    gy = rng.standard_normal(x.shape)
+    a = rng.standard_normal(x.shape) if "a" in present else None
+    b = rng.standard_normal((T, C)) if "b" in present else None
+    c = rng.standard_normal((T, C)) if "c" in present else None
+    want = batchnorm_numpy.bn_relu_double_backward(x, y, gy, mu, inv, gamma, a, b, c)
+    got = cupy_kernels.bn_relu_double_backward(x, y, gy, mu, inv, gamma, a, b, c)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and g.dtype == w.dtype
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12 * np.abs(w).max())
 
 
 def test_cuda_sources_compile_with_nvcc(tmp_path):
