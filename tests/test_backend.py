@@ -715,9 +715,9 @@ def test_emulated_cuda_pool_kernels_match_numpy(emulated, dtype):
 
 @pytest.mark.parametrize("present", ["abc", "a", "bc"])
 def test_cupy_bn_relu_double_backward_host_code_with_numpy(monkeypatch, present):
-    """The CuPy double backward is plain array code (no custom kernel): run with NumPy
-    standing in for CuPy it must reproduce the NumPy reference (float64, rtol 1e-12), so
-    its expressions are checked on machines without a GPU."""
+    """The CuPy double backward is the NumPy reference's array code run with xp=cupy (no
+    custom kernel): with NumPy standing in for CuPy its host code (the conversions, the
+    None cotangents) must reproduce the reference (float64, rtol 1e-12) on any machine."""
     monkeypatch.setattr(cupy_kernels, "_cp", np)
     rng = np.random.default_rng(13)
     T, C, M = 2, 3, 17

@@ -45,28 +45,29 @@ def bn_relu_backward(gy, x, y, mu, inv, gamma):
     return gx.astype(x.dtype), ggamma.astype(x.dtype), gbeta.astype(x.dtype)
 
 
-def bn_relu_double_backward(x, y, gy, mu, inv, gamma, a, b, c):
+def bn_relu_double_backward(x, y, gy, mu, inv, gamma, a, b, c, xp=np):
     """(∂x, ∂γ, ∂gy): the vector-Jacobian product of bn_relu_backward with respect to its
     inputs x, γ and gy, for cotangents a (T, C, M) of ∂x, b (T, C) of ∂γ and c (T, C) of ∂β.
-    Any of a, b, c may be None (a zero cotangent)."""
+    Any of a, b, c may be None (a zero cotangent). Plain array code in float64: with
+    ``xp=cupy`` it is also the CuPy version (cupy_kernels)."""
     T, C, M = x.shape
-    f8 = np.float64
-    g = np.where(y > 0, gy, 0).astype(f8)
+    f8 = xp.float64
+    g = xp.where(y > 0, gy, 0).astype(f8)
     xhat = (x.astype(f8) - mu[..., None]) * inv.astype(f8)[..., None]
     s = inv.astype(f8)[..., None]
     gs = (gamma * inv).astype(f8)[..., None]                     # γ s
-    b = np.zeros((T, C)) if b is None else b.astype(f8)
-    c = np.zeros((T, C)) if c is None else c.astype(f8)
+    b = xp.zeros((T, C)) if b is None else b.astype(f8)
+    c = xp.zeros((T, C)) if c is None else c.astype(f8)
     q = (g * xhat).mean(axis=2, keepdims=True)                    # q = mean(g x̂)
     if a is None:
-        a = np.zeros_like(g)
+        a = xp.zeros_like(g)
     a = a.astype(f8)
     abar = a.mean(axis=2, keepdims=True)                          # ā
     ax = (a * xhat).mean(axis=2, keepdims=True)                   # āₓ = mean(a x̂)
     Pa = a - abar - xhat * ax                                     # P a
     K = (g * Pa).sum(axis=2, keepdims=True)                       # K = Σ a·P g = Σ g·P a
     ggamma = (s * K)[..., 0]                                      # ∂γ' = s K
-    ggy = np.where(y > 0, gs * Pa + b[..., None] * xhat + c[..., None], 0)   # 1[y>0](γsPa + b x̂ + c)
+    ggy = xp.where(y > 0, gs * Pa + b[..., None] * xhat + c[..., None], 0)   # 1[y>0](γsPa + b x̂ + c)
     w = (b[..., None] - gs * ax) * g - gs * q * a                 # w = (b − γ s āₓ) g − γ s q a
     Pw = w - w.mean(axis=2, keepdims=True) - xhat * (w * xhat).mean(axis=2, keepdims=True)
     gx = s * Pw - gs * s * K * xhat / M                           # ∂x' = s P w − γ s² K x̂ / M

@@ -33,6 +33,8 @@ Each RawKernel is written once in CUDA C over a type name ``real`` and compiled 
 """
 import numpy as np
 
+from . import batchnorm_numpy
+
 __all__ = ["im2col", "col2im", "maxpool_argmax", "gather_plane", "scatter_add_plane",
            "bn_relu_forward", "bn_relu_backward", "bn_relu_double_backward", "RAW_SOURCES"]
 
@@ -363,26 +365,7 @@ def bn_relu_backward(gy, x, y, mu, inv, gamma):
 
 
 def bn_relu_double_backward(x, y, gy, mu, inv, gamma, a, b, c):
-    """(gx, ggamma, ggy): see batchnorm_numpy.bn_relu_double_backward (same expressions)."""
+    """(gx, ggamma, ggy): the NumPy reference's array code (batchnorm_numpy), run by CuPy."""
     cp = _cupy()
-    T, C, M = x.shape
-    f8 = cp.float64
-    mask = cp.asarray(y) > 0
-    g = cp.where(mask, cp.asarray(gy), 0).astype(f8)
-    s = cp.asarray(inv).astype(f8)[..., None]
-    xhat = (cp.asarray(x).astype(f8) - cp.asarray(mu).astype(f8)[..., None]) * s
-    gs = (cp.asarray(gamma).astype(f8) * cp.asarray(inv).astype(f8))[..., None]
-    b = cp.zeros((T, C, 1), f8) if b is None else cp.asarray(b).astype(f8)[..., None]
-    c = cp.zeros((T, C, 1), f8) if c is None else cp.asarray(c).astype(f8)[..., None]
-    a = cp.zeros_like(g) if a is None else cp.asarray(a).astype(f8)
-    q = (g * xhat).mean(axis=2, keepdims=True)
-    abar = a.mean(axis=2, keepdims=True)
-    ax = (a * xhat).mean(axis=2, keepdims=True)
-    Pa = a - abar - xhat * ax
-    K = (g * Pa).sum(axis=2, keepdims=True)
-    ggy = cp.where(mask, gs * Pa + b * xhat + c, 0)
-    w = (b - gs * ax) * g - gs * q * a
-    Pw = w - w.mean(axis=2, keepdims=True) - xhat * (w * xhat).mean(axis=2, keepdims=True)
-    gx = s * Pw - gs * s * K * xhat / M
-    dt = x.dtype
-    return gx.astype(dt), (s * K)[..., 0].astype(dt), ggy.astype(dt)
+    args = [None if v is None else cp.asarray(v) for v in (x, y, gy, mu, inv, gamma, a, b, c)]
+    return batchnorm_numpy.bn_relu_double_backward(*args, xp=cp)
