@@ -4,17 +4,18 @@ A subclass implements two methods:
 
 * ``forward(*arrays) -> array`` on raw backend arrays (fast, no graph);
 * ``backward(gy) -> tuple`` giving, for each input, ``gy · ∂y/∂input`` (``None`` where the
-  input needs no gradient).
-
-A node may also have several outputs: ``forward`` returns a tuple of arrays, calling the
-node returns a tuple of Tensors, and ``backward(*gys)`` receives one gradient per output
-(``None`` for an output nothing was differentiated through) and returns Σₖ gyₖ · ∂yₖ/∂input
-for each input. The engine calls it once, after every output's gradient is complete. It is written with **differentiable Tensor ops** on
+  input needs no gradient). It is written with **differentiable Tensor ops** on
   ``self.inputs`` and ``self.output()``, never on raw arrays derived from them, so when the
   engine runs it with recording on (``create_graph=True``) the backward pass becomes part of
   the graph and can itself be differentiated: double backward for free, as in Chainer's
   ``FunctionNode``. Raw arrays are allowed only for quantities whose derivative is zero
-  (ReLU masks, argmax positions, shapes).
+  (ReLU masks, argmax positions, shapes), or when no graph is being recorded
+  (``mode.is_grad_enabled()`` is False) and only the values are wanted.
+
+A node may also have several outputs: ``forward`` returns a tuple of arrays, calling the
+node returns a tuple of Tensors, and ``backward(*gys)`` receives one gradient per output
+(``None`` for an output nothing was differentiated through) and returns Σₖ gyₖ · ∂yₖ/∂input
+for each input. The engine calls it once, after every output's gradient is complete.
 """
 import weakref
 
@@ -29,7 +30,7 @@ class GraphFreedError(RuntimeError):
 class Function:
     inputs = None        # tuple of input Tensors, kept for backward (None once freed)
     output = None        # weakref to the output Tensor (avoids a reference cycle)
-    outputs = None       # weakrefs to all outputs, in order (a 1-tuple for most nodes)
+    outputs = None       # weakrefs to all outputs, in order (nodes with several outputs only)
     several = False      # True for a node with several outputs (the engine waits for all)
     freed = False
 
@@ -55,7 +56,6 @@ class Function:
                     out.creator = self
                     self.inputs = inputs
                     self.output = weakref.ref(out)
-                    self.outputs = (self.output,)
                     break
         return out
 
