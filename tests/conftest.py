@@ -109,3 +109,15 @@ def omniglot_data_dir():
         pytest.skip("Omniglot data not found: set TINYMETA_DATA to the folder holding omniglot/ "
                     f"(looked in {folder})")
     return folder
+
+
+@pytest.fixture(scope="module")
+def numpy_kernels():
+    """The NumPy kernels for a whole test module (``pytestmark = usefixtures(...)``): on the
+    tiny images of the algorithm tests Numba's thread start-up dominates, and the kernels
+    themselves are tested in test_kernels.py."""
+    import autograd.kernels as K
+    previous = K.kernels_name()
+    K.set_kernels("numpy")
+    yield
+    K.set_kernels(previous)

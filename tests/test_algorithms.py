@@ -28,7 +28,6 @@ thread start-up dominates on 8×8 images; the kernels are checked elsewhere.
 import numpy as np
 import pytest
 
-import autograd.kernels as K
 from autograd import Tensor, grad
 from autograd import functional as F
 from tinymeta.algorithms import ANIL, MAML, MetaSGD, Reptile
@@ -41,12 +40,7 @@ H_CONV = 1e-5        # two-point stencil, ReLU conv net
 REIMPL = dict(rtol=1e-10)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def numpy_kernels():
-    previous = K.kernels_name()
-    K.set_kernels("numpy")
-    yield
-    K.set_kernels(previous)
+pytestmark = pytest.mark.usefixtures("numpy_kernels")   # conftest.py
 
 
 # ----------------------------------------------------------------------------- problems

@@ -14,7 +14,6 @@ noise only); they are checked to stay within 1e-8 of θ instead.
 import numpy as np
 import pytest
 
-import autograd.kernels as K
 from autograd import Tensor
 from autograd import functional as F
 from tinymeta.algorithms import ANIL, MAML, MetaSGD, Reptile
@@ -24,13 +23,7 @@ from tinymeta.tasks import EpisodeSampler, SinusoidTasks
 TOL = 1e-10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def numpy_kernels():
-    # numba's thread start-up dominates on 8×8 images; the kernels are tested elsewhere
-    previous = K.kernels_name()
-    K.set_kernels("numpy")
-    yield
-    K.set_kernels(previous)
+pytestmark = pytest.mark.usefixtures("numpy_kernels")   # conftest.py
 
 
 def mlp_problem(seed=3):
