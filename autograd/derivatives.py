@@ -32,7 +32,7 @@ def _vectors(op, vectors, like):
 
 
 def _zeros_for_unused(grads, like):
-    return [g if g is not None else Tensor._from_op(backend.xp.zeros_like(x.data))
+    return [g if g is not None else Tensor.constant(backend.xp.zeros_like(x.data))
             for g, x in zip(grads, like)]
 
 
@@ -57,7 +57,7 @@ def hvp(f, inputs, vectors, create_graph=False):
         raise ValueError(f"hvp: f must return a scalar, got shape {tuple(y.shape)}")
     g = _zeros_for_unused(grad(y, xs, create_graph=True, allow_unused=True), xs)   # ∇f, recorded
     live = [i for i, gi in enumerate(g) if gi.requires_grad]
-    hv = [Tensor._from_op(backend.xp.zeros_like(x.data)) for x in xs]               # linear parts: H = 0
+    hv = [Tensor.constant(backend.xp.zeros_like(x.data)) for x in xs]               # linear parts: H = 0
     if live:
         found = grad([g[i] for i in live], xs, grad_outputs=[vs[i] for i in live],
                      create_graph=create_graph, allow_unused=True)                 # ∇(∇f · v) = H v
@@ -74,8 +74,8 @@ def jvp(f, inputs, vectors):
     gs = grad(y, xs, grad_outputs=u, create_graph=True, allow_unused=True)   # Jᵀu, linear in u
     pairs = [(g, v) for g, v in zip(gs, vs) if g is not None and g.requires_grad]
     if not pairs:
-        return y.detach(), Tensor._from_op(backend.xp.zeros_like(y.data))
+        return y.detach(), Tensor.constant(backend.xp.zeros_like(y.data))
     jv = grad([g for g, _ in pairs], u, grad_outputs=[v for _, v in pairs], allow_unused=True)  # ∂(Jᵀu·v)/∂u = J v
     if jv is None:
-        jv = Tensor._from_op(backend.xp.zeros_like(y.data))
+        jv = Tensor.constant(backend.xp.zeros_like(y.data))
     return y.detach(), jv

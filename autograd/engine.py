@@ -44,7 +44,7 @@ def _seed(op, outputs, grad_outputs):
                 raise ValueError(
                     f"{op}: output of shape {tuple(y.shape)} is not a scalar; pass grad_outputs "
                     "(one tensor per output, the vector in the vector-Jacobian product)")
-            seeds.append(Tensor._from_op(xp.ones(y.shape, dtype=y.dtype)))
+            seeds.append(Tensor.constant(xp.ones(y.shape, dtype=y.dtype)))
         return seeds
     grad_outputs = _as_tuple(grad_outputs)
     if len(grad_outputs) != len(outputs):

@@ -48,7 +48,7 @@ class Function:
         y = self.forward(*[t.data for t in inputs])
         if type(y) is tuple:
             return self._several_outputs(inputs, y)
-        out = Tensor._from_op(y)
+        out = Tensor.constant(y)
         if mode._state["enabled"]:
             for t in inputs:
                 if t.requires_grad:
@@ -60,7 +60,7 @@ class Function:
         return out
 
     def _several_outputs(self, inputs, arrays):
-        outs = tuple(Tensor._from_op(a) for a in arrays)
+        outs = tuple(Tensor.constant(a) for a in arrays)
         if mode._state["enabled"] and any(t.requires_grad for t in inputs):
             for out in outs:
                 out.requires_grad = True

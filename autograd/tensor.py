@@ -38,7 +38,10 @@ class Tensor:
         self.name = name
 
     @classmethod
-    def _from_op(cls, array):
+    def constant(cls, array):
+        """Wrap an array of the active backend as a constant: no copy, no checks,
+        ``requires_grad=False``. The ops use it for their outputs and for the constant arrays
+        a backward pass needs; ``Tensor(data)`` is the checked constructor."""
         t = object.__new__(cls)
         t.data = array
         t.grad = None
@@ -85,7 +88,7 @@ class Tensor:
 
     def detach(self):
         """The same values as a new leaf that gradients do not flow through."""
-        return Tensor._from_op(self.data)
+        return Tensor.constant(self.data)
 
     def requires_grad_(self, flag=True):
         if flag and self.dtype.name not in _FLOATS:

@@ -50,8 +50,8 @@ def batch_norm(x, gamma, beta, eps=1e-5, running_mean=None, running_var=None, tr
         if running_mean is None or running_var is None:
             raise ValueError("batch_norm: training=False needs running_mean and running_var")
         rs = tuple(C if i == ch else 1 for i in range(x.ndim))
-        mu = Tensor._from_op(backend.xp.asarray(running_mean, dtype=x.dtype).reshape(rs))
-        sigma2 = Tensor._from_op(backend.xp.asarray(running_var, dtype=x.dtype).reshape(rs))
+        mu = Tensor.constant(backend.xp.asarray(running_mean, dtype=x.dtype).reshape(rs))
+        sigma2 = Tensor.constant(backend.xp.asarray(running_var, dtype=x.dtype).reshape(rs))
         d = x - mu
     # y = γ x̂ + β with x̂ = (x − μ)/√(σ² + ε). The per-channel factor γ/√(σ² + ε) is formed
     # on the small statistics first, so the full-size tensor is touched only twice.
@@ -92,7 +92,7 @@ class BatchNormReLU(Function):
             T, C = x.shape[:2]
             gx, gg, gb = kernels.bn_relu_backward(gy.data.reshape(T, C, -1), x.data.reshape(T, C, -1),
                                                   y.reshape(T, C, -1), self.mu, self.inv, gamma.data)
-            return Tensor._from_op(gx.reshape(x.shape)), Tensor._from_op(gg), Tensor._from_op(gb)
+            return Tensor.constant(gx.reshape(x.shape)), Tensor.constant(gg), Tensor.constant(gb)
         return BatchNormReLUGrad(y, self.mu, self.inv, self.eps)(x, gamma, gy)
 
 
@@ -131,8 +131,8 @@ class BatchNormReLUGrad(Function):
                 x.data.reshape(rows), self.y.reshape(rows), gy.data.reshape(rows), self.mu,
                 self.inv, gamma.data, None if a is None else a.data.reshape(rows),
                 None if b is None else b.data, None if c is None else c.data)
-            return (Tensor._from_op(gx.reshape(x.shape)), Tensor._from_op(gg),
-                    Tensor._from_op(ggy.reshape(x.shape)))
+            return (Tensor.constant(gx.reshape(x.shape)), Tensor.constant(gg),
+                    Tensor.constant(ggy.reshape(x.shape)))
         return self._recorded_backward(a, b, c)
 
     def _recorded_backward(self, a, b, c):

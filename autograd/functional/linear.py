@@ -45,9 +45,9 @@ class Linear(Function):
         if mode.is_grad_enabled():
             return LinearGrad()(gy, x, w)
         g, mm = gy.data, linalg.matmul_arrays
-        gx = Tensor._from_op(mm(g, w.data)) if x.requires_grad else None                  # G W
-        gw = Tensor._from_op(mm(g.swapaxes(-1, -2), x.data)) if w.requires_grad else None  # Gᵀ x
-        gb = Tensor._from_op(g.sum(axis=-2)) if b.requires_grad else None                 # Σₙ G
+        gx = Tensor.constant(mm(g, w.data)) if x.requires_grad else None                  # G W
+        gw = Tensor.constant(mm(g.swapaxes(-1, -2), x.data)) if w.requires_grad else None  # Gᵀ x
+        gb = Tensor.constant(g.sum(axis=-2)) if b.requires_grad else None                 # Σₙ G
         return gx, gw, gb
 
 
@@ -88,7 +88,7 @@ class LinearGrad(Function):
             gg = backend.xp.broadcast_to(cb, g.shape).copy() if gg is None else gg + cb
         gx = None if bw is None else mm(g.data, bw.data)
         gw = None if a is None else mm(g.data.swapaxes(-1, -2), a.data)
-        return tuple(None if v is None else Tensor._from_op(v) for v in (gg, gx, gw))
+        return tuple(None if v is None else Tensor.constant(v) for v in (gg, gx, gw))
 
 
 def _add(a, b):

@@ -29,14 +29,14 @@ def cross_entropy(logits, labels, reduction="mean"):
         raise ValueError(f"cross_entropy: labels must lie in [0, {classes}), got values in "
                          f"[{int(y.min())}, {int(y.max())}]")
     onehot = (y[..., None] == xp.arange(classes)).astype(logits.dtype)    # a constant selector
-    nll = -sum(log_softmax(logits, axis=-1) * Tensor._from_op(onehot), axis=-1)   # −log p(y|x)
+    nll = -sum(log_softmax(logits, axis=-1) * Tensor.constant(onehot), axis=-1)   # −log p(y|x)
     return _reduce("cross_entropy", nll, reduction)
 
 
 def mse_loss(pred, target, reduction="mean"):
     """(pred − target)², averaged over everything by default."""
     if not isinstance(target, Tensor):
-        target = Tensor._from_op(backend.xp.asarray(target, dtype=pred.dtype))
+        target = Tensor.constant(backend.xp.asarray(target, dtype=pred.dtype))
     if pred.shape != target.shape:
         raise ValueError(f"mse_loss: prediction {tuple(pred.shape)} and target "
                          f"{tuple(target.shape)} differ in shape")

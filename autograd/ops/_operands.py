@@ -8,7 +8,7 @@ def lift(x, like):
     if isinstance(x, Tensor):
         return x
     if isinstance(x, (int, float)):
-        return Tensor._from_op(backend.xp.asarray(x, dtype=like.dtype))
+        return Tensor.constant(backend.xp.asarray(x, dtype=like.dtype))
     return Tensor(x)
 
 

@@ -127,7 +127,7 @@ class Where(Function):
 
     def backward(self, gy):
         a, b = self.inputs
-        mask = Tensor._from_op(self.condition.astype(gy.dtype))      # a constant selection
+        mask = Tensor.constant(self.condition.astype(gy.dtype))      # a constant selection
         ga = sum_to(gy * mask, a.shape) if a.requires_grad else None
         gb = sum_to(gy * (1.0 - mask), b.shape) if b.requires_grad else None
         return ga, gb

@@ -73,7 +73,7 @@ class Max(Function):
         winners = (x.data == y).astype(x.dtype)                   # a constant selection
         winners /= winners.sum(axis=self.axes, keepdims=True)
         gy = broadcast_to(reshape(gy, kept), self.in_shape)
-        return (gy * Tensor._from_op(winners),)
+        return (gy * Tensor.constant(winners),)
 
 
 def max(x, axis=None, keepdims=False):
@@ -83,7 +83,7 @@ def max(x, axis=None, keepdims=False):
 def logsumexp(x, axis=-1, keepdims=False):
     """log Σ exp(x), stable: m + log Σ exp(x - m) holds for any constant m; we take m = max x."""
     axes = _normalize_axis("logsumexp", axis, x.ndim)
-    m = Tensor._from_op(x.data.max(axis=axes, keepdims=True))
+    m = Tensor.constant(x.data.max(axis=axes, keepdims=True))
     out = log(sum(exp(x - m), axes, keepdims=True)) + m
     return out if keepdims else reshape(out, tuple(n for i, n in enumerate(x.shape) if i not in axes))
 

@@ -21,7 +21,7 @@ from ..parameters import broadcast_to_tasks
 
 
 def _tensor(array, dtype=None):
-    return Tensor._from_op(backend.from_numpy(array, dtype=dtype))
+    return Tensor.constant(backend.from_numpy(array, dtype=dtype))
 
 
 class MetaLearner:
