@@ -17,20 +17,17 @@ def leaves(arrays, dtype=None):
     return {k: Tensor(backend.from_numpy(v, dtype=dtype), requires_grad=True) for k, v in arrays.items()}
 
 
+def detached(params):
+    """The same values as new leaves that require grad, cut from any graph: where a
+    meta-test adaptation starts, and where each of its steps restarts."""
+    return {k: Tensor(v.data, requires_grad=True) for k, v in params.items()}
+
+
 def to_arrays(params):
     """A dict of NumPy arrays (copied off the GPU if needed), e.g. for saving."""
-    return {k: backend.to_numpy(v.data if isinstance(v, Tensor) else v) for k, v in params.items()}
+    return {k: np.array(backend.to_numpy(v.data if isinstance(v, Tensor) else v)) for k, v in params.items()}
 
 
 def broadcast_to_tasks(params, tasks):
     """θ → (θ, θ, …, θ) along a new leading task axis, as views: shapes (T, *shape)."""
     return {k: broadcast_to(v, (tasks,) + v.shape) for k, v in params.items()}   # a new leading axis
-
-
-def task_slice(params, t):
-    """Task t's parameters out of a task-stacked collection."""
-    return {k: v[t] for k, v in params.items()}
-
-
-def count(params):
-    return int(sum(np.prod(v.shape) for v in params.values()))

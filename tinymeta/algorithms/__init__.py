@@ -1,6 +1,8 @@
-"""The meta-learning algorithms, each written beside its equation from the paper."""
-from .base import MetaLearner
+"""The meta-learning algorithms, each written beside its equation from the paper, all
+honouring the contract of ``base.MetaLearner``."""
+from .base import MetaLearner, NonFiniteError
 from .maml import MAML
 from .anil import ANIL
 from .metasgd import MetaSGD
 from .reptile import Reptile
+from .joint import JointTraining

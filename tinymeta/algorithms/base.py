@@ -1,10 +1,37 @@
-"""What every meta-learner shares: per-task losses and accuracies, the task axis, and
-meta-test evaluation (adapt for k steps, measure on the query set after each step).
+"""The contract every meta-learner honours, and what the gradient-based learners share.
+
+Every learner (MAML, FOMAML, ANIL, Meta-SGD, Reptile, joint training, Prototypical
+Networks, ...) is driven through the same few methods, so the run layer
+(``tinymeta.training``) never asks which learner it holds:
+
+=============================  ==========================================================
+``meta_parameters()``          what the outer loop learns: name → Tensor
+``meta_gradients(batch)``      ``(loss, {name: gradient})``; ``loss`` is the mean query
+                               loss after the learner's adaptation to each task
+``step(batch)``                one meta-iteration: ``meta_gradients``, then
+                               ``optimizer.step``; returns ``{"loss": float}`` plus
+                               ``"accuracy"`` for classification
+``adapt(batch, steps)``        each task's fast weights after ``steps`` meta-test steps on
+                               its support set (no second-order graph kept)
+``evaluate(batch, steps)``     query loss (and accuracy) after 0, 1, …, ``steps`` steps:
+                               arrays of shape (steps + 1, T)
+``state_dict()``               everything the learner holds (parameters, optimizer state,
+``load_state_dict(state)``     model state), as nested dicts of arrays and numbers
+=============================  ==========================================================
+
+The outer optimizer belongs to the learner. It is made by the ``optimizer`` argument, a
+function ``params → optimizer`` (default: Adam 1e-3; Reptile: SGD whose learning rate is
+ε), and schedules change ``learner.optimizer.lr``.
+
+**Model state.** A forward pass takes a ``mode``: ``"train"`` (the meta-training query
+pass: batch statistics; a non-transductive batch-norm updates its running statistics),
+``"adapt"`` (an inner-loop pass in meta-training: batch statistics, nothing updated) or
+``"test"`` (meta-test: running statistics where the model keeps them, nothing updated). So
+``step`` is the only method that changes model state; ``adapt`` and ``evaluate`` never do.
 
 A *task batch* is any object with ``support_x, support_y, query_x, query_y`` arrays whose
-leading axis indexes the T tasks (see ``tinymeta.tasks``).
-
-Two ways to run a meta-batch, with equal results (tests check it to 1e-10):
+leading axis indexes the T tasks (see ``tinymeta.tasks``). Two ways to run it, with equal
+results (the tests check it to 1e-10):
 
 * ``batched=True`` (default, fast): θ is broadcast to T copies along a leading task axis and
   all tasks run as one batched computation; the sum of the per-task losses is
@@ -12,38 +39,152 @@ Two ways to run a meta-batch, with equal results (tests check it to 1e-10):
   gradient is exactly ∇θ L_Tt.
 * ``batched=False``: a Python loop over tasks, the textbook reading.
 """
+import math
+
 import numpy as np
 
 from autograd import Tensor, backend, grad, no_grad
-from autograd.ops import mean, sub_scaled, sum as tsum
+from autograd.ops import mean, stack, sub_scaled, sum as tsum
 
-from ..parameters import broadcast_to_tasks
+from ..optim import Adam
+from ..parameters import broadcast_to_tasks, detached, to_arrays
+
+class NonFiniteError(FloatingPointError):
+    """A loss or gradient became inf or NaN; the parameters were left unchanged."""
 
 
-def _tensor(array, dtype=None):
+def as_tensor(array, dtype=None):
+    """A host or device array as a constant Tensor on the active backend."""
     return Tensor.constant(backend.from_numpy(array, dtype=dtype))
 
 
+def adam_1e3(params):
+    return Adam(params, lr=1e-3)
+
+
 class MetaLearner:
-    def __init__(self, model, params, loss_fn, batched=True):
+    """Base of every learner: data handling, per-task losses, the meta-test protocol and
+    the optimizer and state plumbing. Subclasses write ``meta_gradients`` (and, when their
+    adaptation is not the gradient step θ' = θ − α∇L, ``adapt_steps``)."""
+
+    default_optimizer = staticmethod(adam_1e3)
+
+    def __init__(self, model, params, loss_fn, optimizer=None, batched=True):
         self.model, self.params, self.loss_fn, self.batched = model, params, loss_fn, batched
         self.dtype = next(iter(params.values())).dtype
+        self.last_metrics = {}
+        self.optimizer = (optimizer or self.default_optimizer)(self.meta_parameters())
+
+    # --- the contract -------------------------------------------------------------------
+    def meta_parameters(self):
+        """What the outer loop learns (Meta-SGD adds α)."""
+        return self.params
+
+    def meta_gradients(self, batch):
+        raise NotImplementedError
+
+    def step(self, batch):
+        """One meta-iteration. Raises NonFiniteError, leaving every parameter as it was,
+        when the loss or a gradient is not finite."""
+        loss, grads = self.meta_gradients(batch)
+        missing = [k for k, g in grads.items() if g is None]
+        if missing:
+            raise RuntimeError(f"{type(self).__name__}: parameters {missing} received no meta-gradient")
+        value = float(loss.data)
+        bad = [k for k, g in grads.items() if not bool(backend.xp.isfinite(g.data).all())]
+        if not math.isfinite(value) or bad:
+            what = f"meta-loss {value}" if not math.isfinite(value) else f"meta-gradient of {bad}"
+            raise NonFiniteError(f"{type(self).__name__}: {what} is not finite")
+        self.optimizer.step(grads)
+        return {"loss": value, **self.last_metrics}
+
+    def adapt(self, batch, steps, inner_lr=None):
+        """Each task's fast weights after ``steps`` meta-test steps on its support set
+        (task-stacked when ``batched``)."""
+        xs, ys = self.inputs(batch, "support")
+        start = self.tasks_view(detached(self.params), self.n_tasks(batch))
+        for fast in self.adapt_steps(start, xs, ys, steps, inner_lr):
+            pass
+        return fast
+
+    def evaluate(self, batch, steps, classification=None, inner_lr=None):
+        """Query loss (and accuracy, for integer labels) after 0, 1, …, ``steps`` meta-test
+        steps on each task's support set: arrays (steps + 1, T).
+
+        Adaptation starts from a detached copy of θ; no second-order graph is built and the
+        model runs in ``"test"`` mode, so nothing the learner holds changes. ``inner_lr``
+        overrides the learner's step size (e.g. to fine-tune every method alike).
+        """
+        xs, ys = self.inputs(batch, "support")
+        xq, yq = self.inputs(batch, "query")
+        if classification is None:
+            classification = yq.dtype.kind in "iu"
+        T = self.n_tasks(batch)
+        start = detached(self.params)
+        if self.batched:
+            runs = [(broadcast_to_tasks(start, T), xs, ys, xq, yq)]
+        else:
+            runs = [(start, xs[t], ys[t], xq[t], yq[t]) for t in range(T)]
+        per_run_losses, per_run_accs = [], []
+        for fast0, x_s, y_s, x_q, y_q in runs:
+            ls, acc = [], []
+            for fast in self.adapt_steps(fast0, x_s, y_s, steps, inner_lr):
+                with no_grad():
+                    out = self.model(fast, x_q, mode="test")
+                    ls.append(backend.to_numpy(self.task_losses_from(out, y_q, fast).data))
+                if classification:
+                    acc.append(backend.to_numpy(accuracy(out.data, y_q.data)))
+            per_run_losses.append(np.array(ls))
+            per_run_accs.append(np.array(acc))
+        result = {"loss": np.stack(per_run_losses, axis=-1).reshape(steps + 1, T)}
+        if classification:
+            result["accuracy"] = np.stack(per_run_accs, axis=-1).reshape(steps + 1, T)
+        return result
+
+    def state_dict(self):
+        """Parameters, optimizer state and model state: nested dicts of arrays and numbers
+        (``tinymeta.checkpoint`` stores them)."""
+        return {"params": to_arrays(self.meta_parameters()),
+                "optimizer": self.optimizer.state_dict(),
+                "model": self.model.state_dict()}
+
+    def load_state_dict(self, state):
+        target = self.meta_parameters()
+        saved = state["params"]
+        if sorted(saved) != sorted(target):
+            raise ValueError(f"{type(self).__name__}.load_state_dict: saved parameters "
+                             f"{sorted(saved)} do not match the learner's {sorted(target)}")
+        for k, p in target.items():
+            a = saved[k]
+            if tuple(a.shape) != tuple(p.shape) or np.dtype(a.dtype) != np.dtype(p.dtype):
+                raise ValueError(f"{type(self).__name__}.load_state_dict: parameter {k!r} is "
+                                 f"{a.dtype} {tuple(a.shape)}, the learner's is {p.dtype} {tuple(p.shape)}")
+        for k, p in target.items():
+            p.data[...] = backend.from_numpy(saved[k])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.model.load_state_dict(state.get("model", {}))
 
     # --- data ---------------------------------------------------------------------------
     def inputs(self, batch, which):
-        x = _tensor(getattr(batch, which + "_x"), self.dtype)
+        x = as_tensor(getattr(batch, which + "_x"), self.dtype)
         y = backend.from_numpy(getattr(batch, which + "_y"))
-        y = _tensor(y) if y.dtype.kind in "iu" else _tensor(y, self.dtype)
+        y = as_tensor(y) if y.dtype.kind in "iu" else as_tensor(y, self.dtype)
         return x, y
 
     @staticmethod
     def n_tasks(batch):
         return len(batch.support_x)
 
+    def tasks_view(self, params, T):
+        """θ as the learner runs it: broadcast along the task axis when batched."""
+        return broadcast_to_tasks(params, T) if self.batched else params
+
     # --- losses -------------------------------------------------------------------------
-    def task_losses(self, params, x, y, training=True, track_running=True):
+    def task_losses(self, params, x, y, mode="train"):
         """L_T(f_θ) per task: shape (T,) with a task axis, a scalar without."""
-        out = self.model(params, x, training=training, track_running=track_running)
+        return self.task_losses_from(self.model(params, x, mode=mode), y, params)
+
+    def task_losses_from(self, out, y, params):
         per_example = self.loss_fn(out, y, reduction="none")
         if self._has_task_axis(params):
             return mean(per_example, axis=tuple(range(1, per_example.ndim)))
@@ -53,12 +194,15 @@ class MetaLearner:
         k = next(iter(self.params))
         return params[k].ndim == self.params[k].ndim + 1
 
-    def accuracies(self, params, x, y, training=True):
-        """Fraction of correct arg-max predictions per task (classification only)."""
-        with no_grad():
-            logits = self.model(params, x, training=training).data
-        correct = (logits.argmax(axis=-1) == y.data)
-        return backend.to_numpy(correct.mean(axis=-1) if correct.ndim > 1 else correct.mean())
+    def query_loss(self, fast, xq, yq):
+        """(1/T) Σᵢ L_Tᵢ(f_θ'ᵢ) on the query sets, in ``"train"`` mode; remembers the training
+        accuracy of this pass (classification) for ``step``'s metrics."""
+        out = self.model(fast, xq, mode="train")
+        losses = self.task_losses_from(out, yq, fast)
+        self.last_metrics = {}
+        if yq.dtype.kind in "iu":
+            self.last_metrics["accuracy"] = float(backend.to_numpy(accuracy(out.data, yq.data)).mean())
+        return mean(losses)
 
     # --- the inner loop -----------------------------------------------------------------
     def adapted_names(self):
@@ -67,58 +211,43 @@ class MetaLearner:
     def step_size(self, name):
         raise NotImplementedError
 
-    def inner_update(self, fast, x, y, create_graph, training=True):
+    def inner_update(self, fast, x, y, create_graph, mode="adapt", inner_lr=None):
         """One gradient step of every task on its support set: θ' = θ − α ∇θ L_T(f_θ)."""
-        losses = self.task_losses(fast, x, y, training, track_running=False)
-        total = tsum(losses) if losses.ndim else losses     # Σ_t L_t: slice t of ∇ is ∇L_t
+        losses = self.task_losses(fast, x, y, mode)
+        total = tsum(losses) if losses.ndim else losses      # Σ_t L_t: slice t of ∇ is ∇L_t
         names = self.adapted_names()
         grads = grad(total, [fast[k] for k in names], create_graph=create_graph)
         new = dict(fast)
         for k, g in zip(names, grads):
-            alpha = self.step_size(k)
+            alpha = self.step_size(k) if inner_lr is None else float(inner_lr)
             if isinstance(alpha, float):
-                new[k] = sub_scaled(fast[k], g, alpha)        # θ' = θ − α ∇θ L_Ti(fθ), one node
+                new[k] = sub_scaled(fast[k], g, alpha)         # θ' = θ − α ∇θ L_Ti(fθ), one node
             else:
-                new[k] = fast[k] - alpha * g                  # θ' = θ − α ⊙ ∇θ L_Ti(fθ), α learned
+                new[k] = fast[k] - alpha * g                   # θ' = θ − α ⊙ ∇θ L_Ti(fθ), α learned
         return new
 
-    def adapt(self, params, x, y, steps, create_graph, training=True):
-        fast = params
+    def inner_loop(self, fast, x, y, steps, create_graph, mode="adapt"):
+        """θ'ᵢ after ``steps`` inner updates (meta-training: the graph is kept when
+        ``create_graph``)."""
         for _ in range(steps):
-            fast = self.inner_update(fast, x, y, create_graph, training)
+            fast = self.inner_update(fast, x, y, create_graph, mode)
         return fast
 
-    # --- meta-test ----------------------------------------------------------------------
-    def evaluate(self, batch, steps, classification=False):
-        """Query loss (and accuracy) after 0, 1, …, ``steps`` inner steps: arrays (steps+1, T).
+    def adapt_steps(self, fast, x, y, steps, inner_lr=None):
+        """Yield the fast weights after 0, 1, …, ``steps`` meta-test steps (no graph kept)."""
+        yield fast
+        for _ in range(steps):
+            fast = detached(self.inner_update(fast, x, y, create_graph=False, mode="test",
+                                              inner_lr=inner_lr))
+            yield fast
 
-        Adaptation starts from a detached copy of θ; no second-order graph is built. The model
-        runs in meta-test mode (``training=False``): a non-transductive batch-norm uses its
-        running statistics and does not update them.
-        """
-        xs, ys = self.inputs(batch, "support")
-        xq, yq = self.inputs(batch, "query")
-        T = self.n_tasks(batch)
-        start = {k: Tensor(v.data, requires_grad=True) for k, v in self.params.items()}
-        if self.batched:
-            runs = [(broadcast_to_tasks(start, T), xs, ys, xq, yq)]
-        else:
-            runs = [(start, xs[t], ys[t], xq[t], yq[t]) for t in range(T)]
-        per_run_losses, per_run_accs = [], []
-        for fast, x_s, y_s, x_q, y_q in runs:
-            ls, acc = [], []
-            for step in range(steps + 1):
-                with no_grad():
-                    ls.append(backend.to_numpy(self.task_losses(fast, x_q, y_q, training=False).data))
-                if classification:
-                    acc.append(self.accuracies(fast, x_q, y_q, training=False))
-                if step < steps:
-                    fast = self.inner_update(fast, x_s, y_s, create_graph=False, training=False)
-                    fast = {k: Tensor(v.data, requires_grad=True) for k, v in fast.items()}
-            per_run_losses.append(np.array(ls))
-            per_run_accs.append(np.array(acc))
-        losses = np.stack(per_run_losses, axis=-1).reshape(steps + 1, T)
-        out = {"loss": losses}
-        if classification:
-            out["accuracy"] = np.stack(per_run_accs, axis=-1).reshape(steps + 1, T)
-        return out
+
+def accuracy(logits, labels):
+    """Fraction of correct arg-max predictions per task (arrays of the active backend)."""
+    correct = logits.argmax(axis=-1) == labels
+    return correct.mean(axis=-1) if correct.ndim > 1 else correct.mean()
+
+
+def task_loop(learner, batch, per_task):
+    """``stack([per_task(t) for t in tasks])``: the textbook per-task loop."""
+    return stack([per_task(t) for t in range(learner.n_tasks(batch))])

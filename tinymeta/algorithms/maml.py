@@ -17,28 +17,21 @@ call of ``grad`` differentiates everything, Hessian-vector products included.
 so dθ'/dθ = I and the meta-gradient is simply ∇L_Tᵢ evaluated at θ'ᵢ.
 """
 from autograd import grad
-from autograd.ops import mean, stack
+from autograd.ops import mean
 
-from ..optim import Adam
-from ..parameters import broadcast_to_tasks
-from .base import MetaLearner
+from .base import MetaLearner, task_loop
 
 
 class MAML(MetaLearner):
     def __init__(self, model, params, loss_fn, inner_lr=0.01, inner_steps=1, first_order=False,
                  optimizer=None, batched=True):
-        super().__init__(model, params, loss_fn, batched)
         if inner_steps < 0:
             raise ValueError(f"{type(self).__name__}: inner_steps must be >= 0, got {inner_steps}")
         self.inner_lr, self.inner_steps, self.first_order = float(inner_lr), int(inner_steps), first_order
-        self.optimizer = optimizer if optimizer is not None else Adam(self.meta_parameters(), lr=1e-3)
+        super().__init__(model, params, loss_fn, optimizer, batched)
 
     def step_size(self, name):
         return self.inner_lr                                   # α, one for all parameters
-
-    def meta_parameters(self):
-        """What the outer loop learns: θ (Meta-SGD adds α)."""
-        return self.params
 
     def meta_loss(self, batch):
         """(1/T) Σᵢ L_Tᵢ(f_θ'ᵢ) on the query sets, differentiable with respect to θ."""
@@ -46,16 +39,15 @@ class MAML(MetaLearner):
         xq, yq = self.inputs(batch, "query")
         create_graph = not self.first_order
         if self.batched:
-            fast = broadcast_to_tasks(self.params, self.n_tasks(batch))
-            fast = self.adapt(fast, xs, ys, self.inner_steps, create_graph)
-            query_losses = self.task_losses(fast, xq, yq)          # L_Tᵢ(f_θ'ᵢ), shape (T,)
-        else:
-            per_task = []
-            for t in range(self.n_tasks(batch)):
-                fast = self.adapt(self.params, xs[t], ys[t], self.inner_steps, create_graph)
-                per_task.append(self.task_losses(fast, xq[t], yq[t]))
-            query_losses = stack(per_task)
-        return mean(query_losses)
+            fast = self.tasks_view(self.params, self.n_tasks(batch))
+            fast = self.inner_loop(fast, xs, ys, self.inner_steps, create_graph)   # θ'ᵢ for all i
+            return self.query_loss(fast, xq, yq)                                   # mean L_Tᵢ(f_θ'ᵢ)
+
+        def one_task(t):
+            fast = self.inner_loop(self.params, xs[t], ys[t], self.inner_steps, create_graph)
+            return self.task_losses(fast, xq[t], yq[t])
+        self.last_metrics = {}
+        return mean(task_loop(self, batch, one_task))
 
     def meta_gradients(self, batch):
         """(meta-loss, {name: ∇ meta-loss}) for the meta-parameters."""
@@ -63,12 +55,3 @@ class MAML(MetaLearner):
         names = list(self.meta_parameters())
         grads = grad(loss, [self.meta_parameters()[k] for k in names], allow_unused=True)
         return loss, dict(zip(names, grads))
-
-    def step(self, batch):
-        """One meta-iteration: θ ← Adam(θ, ∇θ Σᵢ L_Tᵢ(f_θ'ᵢ)). Returns the meta-loss."""
-        loss, grads = self.meta_gradients(batch)
-        for k, g in grads.items():
-            if g is None:
-                raise RuntimeError(f"{type(self).__name__}: parameter {k!r} received no meta-gradient")
-        self.optimizer.step(grads)
-        return float(loss.data)

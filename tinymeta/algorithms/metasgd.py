@@ -5,17 +5,15 @@ parameter entry, meta-trained together with θ:
 """
 from autograd import Tensor, backend
 
-from ..optim import Adam
 from .maml import MAML
 
 
 class MetaSGD(MAML):
-    def __init__(self, model, params, loss_fn, inner_lr=0.01, optimizer=None, **kwargs):
+    def __init__(self, model, params, loss_fn, inner_lr=0.01, **kwargs):
         self.alpha = {f"alpha/{k}": Tensor(backend.xp.full(p.shape, inner_lr, dtype=p.dtype),
                                            requires_grad=True) for k, p in params.items()}
-        self._all = {**params, **self.alpha}
-        super().__init__(model, params, loss_fn, inner_lr=inner_lr,
-                         optimizer=optimizer if optimizer is not None else Adam(self._all, lr=1e-3), **kwargs)
+        self._all = {**params, **self.alpha}                   # the outer loop learns θ and α
+        super().__init__(model, params, loss_fn, inner_lr=inner_lr, **kwargs)
 
     def meta_parameters(self):
         return self._all

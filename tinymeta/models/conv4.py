@@ -13,11 +13,13 @@ others, adapted in the inner loop too.
 Batch-norm statistics are *transductive* by default (``transductive=True``): every forward
 pass normalises with the statistics of the batch it is given, at meta-training and
 meta-test alike, as the original code did. With ``transductive=False`` the model keeps
-running averages while training and uses them at meta-test (``training=False``), so a
-test prediction depends on its own example only. The running averages are accumulated
-from the query-set passes only (the inner loop calls the model with
-``track_running=False``), one update per task in task order, so the batched task axis and
-the per-task loop end with the same statistics.
+running averages and uses them at meta-test, so a test prediction depends on its own
+example only. The forward pass's ``mode`` says which (see ``tinymeta.algorithms.base``):
+``"train"`` (a meta-training query pass) normalises with the batch and updates the running
+averages, one update per task in task order, so the batched task axis and the per-task loop
+end with the same statistics; ``"adapt"`` (an inner-loop pass) normalises with the batch
+and updates nothing; ``"test"`` uses the running averages and updates nothing. The running
+averages are the model's state: ``state_dict()`` / ``load_state_dict()``.
 """
 import numpy as np
 
@@ -26,7 +28,7 @@ from autograd import functional as F
 from autograd.ops import mean, reshape, transpose
 
 from ..parameters import leaves
-from .init import glorot_uniform
+from .init import check_mode, glorot_uniform
 
 
 class Conv4:
@@ -57,7 +59,7 @@ class Conv4:
         arrays["b_head"] = np.zeros(self.ways)
         return leaves(arrays, dtype)
 
-    def body(self, params, x, training=True, track_running=True):
+    def body(self, params, x, mode="train"):
         """Features of x (N, C, H, W) → (N, F), or (T, N, C, H, W) → (T, N, F) with
         task-stacked params.
 
@@ -68,15 +70,15 @@ class Conv4:
         """
         if params["conv0.w"].ndim == 4:                        # one task: run it as T = 1
             one = {k: reshape(v, (1,) + v.shape) for k, v in params.items()}
-            return reshape(self.body(one, reshape(x, (1,) + x.shape), training, track_running),
+            return reshape(self.body(one, reshape(x, (1,) + x.shape), mode),
                            (x.shape[0], self.features))
         T, N = x.shape[:2]
         h = transpose(x, (0, 2, 1, 3, 4))                       # (T, C, N, H, W)
         stride, pad = ((1, 1), (1, 1)) if self.max_pool else ((2, 2), (1, 1))
         for i in range(4):
             h = F.conv2d_grouped(h, params[f"conv{i}.w"], params[f"conv{i}.b"], stride, pad)
-            use_batch = self.transductive or training
-            track = not self.transductive and not (training and not track_running)
+            use_batch = self.transductive or mode != "test"
+            track = not self.transductive and mode == "train"
             rm, rv = self.running[f"bn{i}"]
             if use_batch:                                       # fused kernel, batch statistics
                 h = F.batch_norm_relu(h, params[f"bn{i}.gamma"], params[f"bn{i}.beta"],
@@ -92,17 +94,22 @@ class Conv4:
             return reshape(transpose(h, (0, 2, 1, 3, 4)), (T, N, self.features))
         return transpose(mean(h, axis=(-2, -1)), (0, 2, 1))    # average over the final 2×2 map
 
-    def __call__(self, params, x, training=True, track_running=True):
+    def __call__(self, params, x, mode="train"):
+        check_mode("Conv4", mode)
         if x.ndim not in (4, 5) or x.shape[-3] != self.in_channels:
             raise ValueError(f"Conv4: expected images (N, {self.in_channels}, H, W) or (T, N, "
                              f"{self.in_channels}, H, W), got {tuple(x.shape)}")
-        return F.linear(self.body(params, x, training, track_running), params["w_head"], params["b_head"])
+        return F.linear(self.body(params, x, mode), params["w_head"], params["b_head"])
 
-    def running_state(self):
+    def state_dict(self):
+        """The running batch-norm statistics (NumPy copies): the state a forward pass changes."""
         return {f"{k}.{s}": np.array(backend.to_numpy(v)) for k, (m, var) in self.running.items()
                 for s, v in (("mean", m), ("var", var))}
 
-    def load_running_state(self, state):
+    def load_state_dict(self, state):
+        missing = [f"{k}.{s}" for k in self.running for s in ("mean", "var") if f"{k}.{s}" not in state]
+        if missing:
+            raise ValueError(f"Conv4.load_state_dict: running statistics {missing} are missing")
         for k in self.running:
             self.running[k] = (backend.xp.array(backend.to_numpy(state[f"{k}.mean"])),
                                 backend.xp.array(backend.to_numpy(state[f"{k}.var"])))

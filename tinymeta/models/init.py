@@ -1,4 +1,5 @@
-"""Weight initialisers of the original MAML code (Finn et al., 2017, github.com/cbfinn/maml)."""
+"""Weight initialisers of the original MAML code (Finn et al., 2017, github.com/cbfinn/maml),
+and the forward-pass modes every model accepts."""
 import numpy as np
 
 
@@ -21,3 +22,12 @@ def glorot_uniform(rng, shape):
     fan_out, fan_in = shape[0] * receptive, shape[1] * receptive
     limit = np.sqrt(6.0 / (fan_in + fan_out))
     return rng.uniform(-limit, limit, size=shape)
+
+
+MODES = ("train", "adapt", "test")
+
+
+def check_mode(model, mode):
+    """The forward-pass modes every model takes (see ``tinymeta.algorithms.base``)."""
+    if mode not in MODES:
+        raise ValueError(f"{model}: mode must be one of {', '.join(MODES)}, got {mode!r}")

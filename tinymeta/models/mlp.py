@@ -5,7 +5,7 @@ from autograd import functional as F
 from autograd.ops import relu, tanh
 
 from ..parameters import leaves
-from .init import truncated_normal
+from .init import check_mode, truncated_normal
 
 ACTIVATIONS = {"relu": relu, "tanh": tanh}
 
@@ -34,8 +34,10 @@ class MLP:
             arrays[f"b{i}"] = np.zeros(n_out)
         return leaves(arrays, dtype)
 
-    def __call__(self, params, x, training=True, track_running=True):
-        """x (N, in) → (N, out); with task-stacked params, x (T, N, in) → (T, N, out)."""
+    def __call__(self, params, x, mode="train"):
+        """x (N, in) → (N, out); with task-stacked params, x (T, N, in) → (T, N, out).
+        ``mode`` is accepted for the model interface; an MLP behaves the same in all."""
+        check_mode("MLP", mode)
         h = x
         last = len(self.sizes) - 2
         for i in range(last + 1):
@@ -43,3 +45,11 @@ class MLP:
             if i < last:
                 h = self.activation(h)
         return h
+
+    def state_dict(self):
+        """No state besides the parameters."""
+        return {}
+
+    def load_state_dict(self, state):
+        if state:
+            raise ValueError(f"MLP.load_state_dict: an MLP has no state, got {sorted(state)}")

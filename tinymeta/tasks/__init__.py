@@ -1,7 +1,6 @@
-"""Task distributions for meta-learning, one module per kind of task.
+"""Task distributions for meta-learning, one module per kind of task, and the operations
+on task batches that learners share (``batches``)."""
 
-Each import below brings in one kind; adding a new module takes one more line here.
-"""
-
-from tinymeta.tasks.episodic import Episode, EpisodeSampler  # noqa: F401  (N-way K-shot classification)
-from .sinusoid import SinusoidTasks, SinusoidBatch
+from .episodic import Episode, EpisodeSampler  # noqa: F401  (N-way K-shot classification)
+from .sinusoid import SinusoidTasks, SinusoidBatch, SinusoidSampler  # noqa: F401
+from .batches import merge_support_query, flatten_tasks  # noqa: F401

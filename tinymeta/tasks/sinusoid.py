@@ -38,3 +38,21 @@ class SinusoidTasks:
         y = self.function(x, A[:, None, None], phi[:, None, None])
         x, y = x.astype(dtype), y.astype(dtype)
         return SinusoidBatch(x[:, :shots], y[:, :shots], x[:, shots:], y[:, shots:], A, phi)
+
+
+class SinusoidSampler:
+    """A seeded stream of sinusoid task batches with the sampler interface the run layer
+    uses (``sample_batch(n)``, ``get_state()``, ``set_state(state)``)."""
+
+    def __init__(self, tasks, shots, queries=None, rng=None, dtype=np.float64):
+        self.tasks, self.shots, self.queries, self.dtype = tasks, int(shots), queries, np.dtype(dtype)
+        self.rng = np.random.default_rng(rng)
+
+    def sample_batch(self, n):
+        return self.tasks.sample(self.rng, n, self.shots, self.queries, dtype=self.dtype)
+
+    def get_state(self):
+        return self.rng.bit_generator.state
+
+    def set_state(self, state):
+        self.rng.bit_generator.state = state

@@ -1,0 +1,20 @@
+"""The run layer: what every experiment does around a learner, written once.
+
+    files (tinymeta.files)  atomic writes; ``RunFolder``: writable, locked, never overwritten
+    loop                    ``Training``: the resumable loop, hooks, checkpoints, signals
+    evaluation              ``meta_test``: adapt k steps, score after each, in chunks
+    stats                   ``mean_ci``/``summarize``: one 95% CI convention
+    progress                one progress line
+    config                  configurations: paper defaults, ``--config FILE.json``, resume rules
+    cli                     the command-line frame: errors as one line, exit codes
+
+An experiment script keeps only what is its own: its configurations and its figures.
+"""
+from ..files import RunFolder, RunFolderError, atomic_write, save_figure, write_csv, write_json, write_text
+from .stats import mean_ci, summarize, CONVENTION
+from .progress import Progress
+from .loop import (Training, TrainingError, Diverged, Interrupted, Hook, LinearDecay, Validation,
+                   Log, CHECKPOINT, read as read_checkpoint)
+from .evaluation import meta_test, report
+from .config import Config, ConfigError
+from .cli import UsageError, run_main

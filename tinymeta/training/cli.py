@@ -1,0 +1,42 @@
+"""The command-line frame of every experiment: user errors as one line, exit codes.
+
+    error: <one sentence>                exit 2   bad option, file, data or output folder
+    error: <one sentence>                exit 1   training diverged (inf/NaN)
+    <stopped by SIGINT ...; resume with>  exit 130 (SIGINT) or 143 (SIGTERM), checkpoint saved
+"""
+import sys
+
+from ..checkpoint import CheckpointError
+from ..files import RunFolderError
+from .config import ConfigError
+from .loop import Diverged, Interrupted, TrainingError
+
+
+class UsageError(Exception):
+    """A bad option or file, found by an experiment itself."""
+
+
+USER_ERRORS = (UsageError, ConfigError, RunFolderError, TrainingError, CheckpointError)
+
+
+def _is_user_error(e):
+    if isinstance(e, USER_ERRORS):
+        return True
+    return type(e).__name__ in ("DataError", "SettingsError", "BackendUnavailable")
+
+
+def run_main(main, argv=None):
+    """Run ``main(argv)``; user errors become one ``error:`` line and an exit status."""
+    try:
+        return main(sys.argv[1:] if argv is None else list(argv))
+    except Interrupted as e:
+        print(str(e), file=sys.stderr, flush=True)
+        raise SystemExit(128 + int(e.signum)) from None
+    except Diverged as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    except Exception as e:
+        if not _is_user_error(e):
+            raise
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

@@ -1,0 +1,301 @@
+"""The resumable training loop that every experiment runs.
+
+One iteration is, for any learner (the contract of ``tinymeta.algorithms.base``)::
+
+    for hook in hooks: hook.before_step(training, i)     # e.g. anneal Reptile's ε
+    metrics = learner.step(tasks.sample_batch(meta_batch))
+    for hook in hooks: hook.after_step(training, i, metrics)   # e.g. validate
+
+Every ``checkpoint_every`` iterations, at the end, and when the run is stopped with Ctrl-C
+or SIGTERM, ``checkpoint.npz`` is written atomically with everything the run holds: the
+learner's state (parameters, optimizer state, model state such as running statistics), the
+task sampler's random stream, the iteration, the elapsed time, the log, the configuration,
+the process-wide numerical settings and a fingerprint of the data. ``Training.restore()``
+reads it back, so a resumed run continues exactly where the checkpoint left it (bit for
+bit under the same numerical settings: the same kernels, backend and thread counts).
+
+A loss or gradient that is not finite stops the run with one sentence naming the iteration;
+parameters that are not finite are never written over the last good checkpoint.
+"""
+import math
+import signal
+import time
+
+import numpy as np
+
+import tinymeta
+from autograd import backend
+
+from .. import checkpoint
+from ..algorithms.base import NonFiniteError
+from ..files import write_csv
+from .progress import Progress
+
+FORMAT = "tinymeta-run"
+FORMAT_VERSION = 1
+CHECKPOINT = "checkpoint.npz"
+
+
+class TrainingError(Exception):
+    """A run cannot start or continue; the message is one sentence for the user."""
+
+
+class Diverged(TrainingError):
+    """The loss, a gradient or a parameter became inf or NaN."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM: the run saved a checkpoint and stopped."""
+
+    def __init__(self, message, signum):
+        super().__init__(message)
+        self.signum = signum
+
+
+def numerical_settings():
+    """What changes float rounding, so a resume under other settings can warn."""
+    try:
+        from autograd import settings
+        return settings.current()
+    except ImportError:                                     # engines without the settings home
+        from autograd import kernels
+        return {"backend": backend.name, "kernels": kernels.kernels_name()}
+
+
+class Log:
+    """Per-iteration loss, training accuracy (NaN where there is none) and elapsed seconds,
+    and the validation results (iteration, mean, ci95)."""
+
+    def __init__(self):
+        self.loss, self.accuracy, self.elapsed = [], [], []
+        self.val_iteration, self.val_mean, self.val_ci = [], [], []
+
+    def append(self, metrics, elapsed):
+        self.loss.append(float(metrics["loss"]))
+        self.accuracy.append(float(metrics.get("accuracy", float("nan"))))
+        self.elapsed.append(float(elapsed))
+
+    def arrays(self):
+        return {"loss": np.array(self.loss, dtype=np.float64),
+                "accuracy": np.array(self.accuracy, dtype=np.float64),
+                "elapsed": np.array(self.elapsed, dtype=np.float64),
+                "val_iteration": np.array(self.val_iteration, dtype=np.int64),
+                "val_mean": np.array(self.val_mean, dtype=np.float64),
+                "val_ci95": np.array(self.val_ci, dtype=np.float64)}
+
+    @classmethod
+    def from_arrays(cls, arrays, iteration):
+        log = cls()
+        for name in ("loss", "accuracy", "elapsed"):
+            setattr(log, name, np.asarray(arrays.get(name, []), dtype=np.float64)[:iteration].tolist())
+        its = np.asarray(arrays.get("val_iteration", []), dtype=np.int64)
+        keep = its <= iteration
+        log.val_iteration = its[keep].tolist()
+        log.val_mean = np.asarray(arrays.get("val_mean", []))[keep].tolist()
+        log.val_ci = np.asarray(arrays.get("val_ci95", []))[keep].tolist()
+        return log
+
+    def write_csv(self, path):
+        val = dict(zip(self.val_iteration, self.val_mean))
+        rows = ([i, f"{loss:.6g}", "" if math.isnan(acc) else f"{acc:.4f}",
+                 f"{val[i]:.4f}" if i in val else "", f"{t:.2f}"]
+                for i, (loss, acc, t) in enumerate(zip(self.loss, self.accuracy, self.elapsed), start=1))
+        write_csv(path, ["iteration", "loss", "train_accuracy", "validation", "elapsed_s"], rows)
+
+
+class Hook:
+    """Something done around every iteration; override either method."""
+
+    def before_step(self, training, iteration):
+        pass
+
+    def after_step(self, training, iteration, metrics):
+        pass
+
+
+class LinearDecay(Hook):
+    """The outer learning rate annealed linearly to 0 over the run (Reptile's ε):
+    lr at iteration i (from 1) = lr₀ · (1 − (i − 1)/N), lr₀ at the first, lr₀/N at the last."""
+
+    def __init__(self, lr0, iterations):
+        self.lr0, self.iterations = float(lr0), int(iterations)
+
+    def before_step(self, training, iteration):
+        training.learner.optimizer.lr = self.lr0 * (1.0 - (iteration - 1) / self.iterations)
+
+
+class Validation(Hook):
+    """Every ``every`` iterations (0: only at the end) and at the last one, ``measure(learner)``
+    returns (mean, ci95) of a validation metric; it is logged and printed."""
+
+    def __init__(self, measure, every, label="validation"):
+        self.measure, self.every, self.label = measure, int(every), label
+
+    def after_step(self, training, iteration, metrics):
+        if not (iteration == training.iterations or (self.every and iteration % self.every == 0)):
+            return
+        t0 = time.perf_counter()
+        m, ci = self.measure(training.learner)
+        log = training.log
+        log.val_iteration.append(iteration)
+        log.val_mean.append(m)
+        log.val_ci.append(ci)
+        training.say(f"  {self.label} at {iteration}: {100 * m:.2f} ± {100 * ci:.2f}% "
+                     f"({time.perf_counter() - t0:.1f} s)")
+
+
+class Training:
+    """One learner trained on one task stream into one ``RunFolder``.
+
+    ``after_checkpoint(training, iteration)`` is called after each checkpoint (figures; tests
+    use it to kill the process at a known point). ``resume_command`` is printed when the run
+    is interrupted.
+    """
+
+    def __init__(self, learner, tasks, meta_batch, iterations, folder, config, label="train",
+                 hooks=(), checkpoint_every=1000, fingerprint=None, say=print, progress_every=5.0,
+                 resume_command=None, after_checkpoint=None):
+        self.learner, self.tasks, self.meta_batch = learner, tasks, int(meta_batch)
+        self.iterations, self.folder, self.config, self.label = int(iterations), folder, config, label
+        self.hooks, self.checkpoint_every, self.fingerprint = list(hooks), int(checkpoint_every), fingerprint
+        self.say = say if say is not None else (lambda *a: None)
+        self.progress_every, self.resume_command = progress_every, resume_command
+        self.after_checkpoint = after_checkpoint
+        self.iteration, self.elapsed0, self.log = 0, 0.0, Log()
+        self.saved_at = None
+        self._signal = None
+
+    @property
+    def path(self):
+        return self.folder / CHECKPOINT
+
+    # --- checkpoints --------------------------------------------------------------------
+    def save(self):
+        """Write the checkpoint of the current iteration (never with non-finite parameters)."""
+        state = self.learner.state_dict()
+        bad = [k for k, a in state["params"].items() if not np.isfinite(a).all()]
+        if bad:
+            raise Diverged(f"{self.label}: parameters {bad} are not finite at iteration "
+                           f"{self.iteration}; the checkpoint of iteration {self.saved_at} is kept")
+        arrays, numbers = checkpoint.pack({**state})
+        arrays.update(checkpoint.join("log", self.log.arrays()))
+        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "label": self.label,
+                "config": self.config, "iteration": self.iteration, "iterations": self.iterations,
+                "finished": self.iteration >= self.iterations, "learner": numbers,
+                "tasks_state": self.tasks.get_state(), "elapsed_s": self.elapsed(),
+                "data": self.fingerprint, "settings": numerical_settings(),
+                "tinymeta_version": tinymeta.__version__}
+        checkpoint.save(self.path, arrays, meta)
+        self.log.write_csv(self.folder / "log.csv")
+        self.saved_at = self.iteration
+        if self.after_checkpoint is not None:
+            self.after_checkpoint(self, self.iteration)
+
+    def restore(self):
+        """Continue from the folder's checkpoint, if it has one; True when it did."""
+        if not self.path.exists():
+            return False
+        arrays, meta = read(self.path)
+        if meta.get("data") and self.fingerprint and meta["data"] != self.fingerprint:
+            raise TrainingError(f"{self.path}: the data changed since this run was trained "
+                                f"(fingerprint {meta['data'][:12]}…, now {self.fingerprint[:12]}…); "
+                                f"resume it on the same data, or start a new --out")
+        now, then = numerical_settings(), meta.get("settings") or {}
+        changed = [f"{k} {then[k]!r} -> {now[k]!r}" for k in now if k in then and then[k] != now[k]]
+        if changed:
+            self.say("warning: the checkpoint was written with other numerical settings ("
+                     + "; ".join(changed) + "); the run continues correctly but not bit-identically "
+                     "to an uninterrupted one")
+        state = checkpoint.unpack({k: v for k, v in arrays.items() if not k.startswith("log/")},
+                                  meta["learner"])
+        self.learner.load_state_dict(state)
+        self.tasks.set_state(meta["tasks_state"])
+        self.iteration = self.saved_at = int(meta["iteration"])
+        self.elapsed0 = float(meta.get("elapsed_s", 0.0))
+        self.log = Log.from_arrays(checkpoint.split(arrays, "log"), self.iteration)
+        if self.iteration > self.iterations:
+            raise TrainingError(f"{self.path} is at iteration {self.iteration}, past --iterations "
+                                f"{self.iterations}")
+        return True
+
+    # --- the loop -----------------------------------------------------------------------
+    def elapsed(self):
+        return self.elapsed0 + (time.perf_counter() - self._t0 if hasattr(self, "_t0") else 0.0)
+
+    def run(self):
+        """Train up to ``iterations``; returns a summary dict. Raises Diverged or Interrupted."""
+        start = self.iteration
+        self._t0 = time.perf_counter()
+        progress = Progress(self.label, self.iterations, start, self.progress_every, say=self.say)
+        handlers = self._catch_signals()
+        try:
+            for it in range(start + 1, self.iterations + 1):
+                self.iteration = it - 1                     # until this step has succeeded
+                for hook in self.hooks:
+                    hook.before_step(self, it)
+                batch = self.tasks.sample_batch(self.meta_batch)
+                try:
+                    metrics = self.learner.step(batch)
+                except NonFiniteError as e:
+                    raise Diverged(f"{self.label}: {e} at iteration {it}, so training stopped "
+                                   f"(the checkpoint of iteration {self.saved_at} is kept); "
+                                   f"try a smaller learning rate") from None
+                self.iteration = it
+                self.log.append(metrics, self.elapsed())
+                for hook in self.hooks:
+                    hook.after_step(self, it, metrics)
+                last = it == self.iterations
+                if last or (self.checkpoint_every and it % self.checkpoint_every == 0):
+                    self.save()
+                progress.update(it, self.log, force=last)
+                if self._signal is not None:
+                    self._stop()
+        finally:
+            self._restore_signals(handlers)
+        session = time.perf_counter() - self._t0
+        return {"iterations": self.iterations, "resumed_from": start, "seconds": session,
+                "train_seconds_total": self.elapsed()}
+
+    def _stop(self):
+        if self.saved_at != self.iteration:
+            self.save()
+        name = signal.Signals(self._signal).name
+        how = f"; resume with: {self.resume_command}" if self.resume_command else ""
+        raise Interrupted(f"{self.label}: stopped by {name} at iteration {self.iteration}; "
+                          f"checkpoint saved to {self.path}{how}", self._signal)
+
+    def _catch_signals(self):
+        """Ctrl-C and SIGTERM end the run after the current iteration, with a checkpoint; a
+        second Ctrl-C stops at once."""
+        def handler(signum, frame):
+            if self._signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self._signal = signum
+            self.say(f"{signal.Signals(signum).name}: finishing iteration {self.iteration + 1}, "
+                     "then saving a checkpoint (Ctrl-C again to stop at once)")
+        saved = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                saved[sig] = signal.signal(sig, handler)
+            except ValueError:                              # not the main thread
+                pass
+        return saved
+
+    @staticmethod
+    def _restore_signals(saved):
+        for sig, h in saved.items():
+            signal.signal(sig, h)
+
+
+def read(path):
+    """(arrays, meta) of a run checkpoint, its format checked: CheckpointError otherwise."""
+    arrays, meta = checkpoint.load(path)
+    fmt, version = checkpoint.require(meta, path, "format", "format_version")
+    if fmt != FORMAT or version != FORMAT_VERSION:
+        raise checkpoint.CheckpointError(f"checkpoint {path}: format {fmt!r} version {version}, "
+                                         f"this tinymeta reads {FORMAT!r} version {FORMAT_VERSION}")
+    checkpoint.require(meta, path, "config", "iteration", "learner", "tasks_state")
+    if not isinstance(meta["config"], dict) or not isinstance(meta["learner"], dict):
+        raise checkpoint.CheckpointError(f"checkpoint {path}: its 'config' or 'learner' record is "
+                                         "not a JSON object; the file is damaged")
+    return arrays, meta
