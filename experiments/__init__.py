@@ -14,3 +14,19 @@ def one_blas_thread():
 
 
 one_blas_thread()
+
+
+def _engine_or_exit():
+    """Import the engine; a bad TINYMETA_* environment setting becomes one ``error:`` line
+    and exit status 2 instead of a traceback (the engine reads the environment on import)."""
+    import sys
+    try:
+        import autograd  # noqa: F401
+    except Exception as e:
+        if type(e).__name__ in ("SettingsError", "BackendUnavailable") or str(e).startswith("TINYMETA_"):
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        raise
+
+
+_engine_or_exit()

@@ -259,7 +259,7 @@ def test_fomaml_gradient_is_query_gradient_at_adapted_parameters(kind, steps):
     T = learner.n_tasks(batch)
     via_adapt = {k: np.zeros(v.shape) for k, v in params.items()}
     for t in range(T):
-        fast = learner.adapt(params, xs[t], ys[t], steps, create_graph=False)
+        fast = learner.inner_loop(params, xs[t], ys[t], steps, create_graph=False)
         fast = {k: Tensor(v.data.copy(), requires_grad=True) for k, v in fast.items()}
         names = list(fast)
         gs = grad(learner.task_losses(fast, xq[t], yq[t]), [fast[k] for k in names])
@@ -280,10 +280,10 @@ def test_anil_inner_loop_leaves_body_untouched(kind, batched):
     if batched:
         from tinymeta.parameters import broadcast_to_tasks
         T = learner.n_tasks(batch)
-        fast = learner.adapt(broadcast_to_tasks(params, T), xs, ys, 2, create_graph=True)
+        fast = learner.inner_loop(broadcast_to_tasks(params, T), xs, ys, 2, create_graph=True)
         runs = [(fast, T)]
     else:
-        runs = [(learner.adapt(params, xs[t], ys[t], 2, create_graph=True), None) for t in range(len(batch.support_x))]
+        runs = [(learner.inner_loop(params, xs[t], ys[t], 2, create_graph=True), None) for t in range(len(batch.support_x))]
     for fast, T in runs:
         for k, p in params.items():
             expected = p.data if T is None else np.broadcast_to(p.data, (T,) + p.shape)
@@ -351,7 +351,9 @@ def own_task_weights(model, loss_fn, params, batch, lr, steps, optimizer, betas)
     for t in range(len(batch.support_x)):
         w = {k: v.data.copy() for k, v in params.items()}
         state = {k: (np.zeros_like(a), np.zeros_like(a)) for k, a in w.items()}
-        xs, ys = Tensor(batch.support_x[t]), Tensor(batch.support_y[t])
+        # Reptile trains on all of a task's examples: support, then query
+        xs = Tensor(np.concatenate([batch.support_x[t], batch.query_x[t]]))
+        ys = Tensor(np.concatenate([batch.support_y[t], batch.query_y[t]]))
         for step in range(1, steps + 1):
             leaves = {k: Tensor(a, requires_grad=True) for k, a in w.items()}
             names = list(leaves)
@@ -376,11 +378,11 @@ def test_reptile_update_matches_definition(kind, optimizer, betas, batched):
     learner = Reptile(model, params, loss_fn, inner_lr=lr, inner_steps=steps, outer_lr=eps,
                       inner_optimizer=optimizer, batched=batched, **kwargs)
     Ws = own_task_weights(model, loss_fn, params, batch, lr, steps, optimizer, betas or (0.0, 0.999))
-    # the returned value: mean support loss at θ, before adaptation
-    before = np.mean([float(loss_fn(model(params, Tensor(batch.support_x[t])), Tensor(batch.support_y[t])).data)
-                      for t in range(len(batch.support_x))])
+    # the returned loss, as for every learner: the mean query loss after adaptation (at Wᵢ)
+    after = np.mean([float(loss_fn(model({k: Tensor(a) for k, a in W.items()}, Tensor(batch.query_x[t])),
+                                   Tensor(batch.query_y[t])).data) for t, W in enumerate(Ws)])
     returned = learner.step(batch)
-    assert returned == pytest.approx(before, rel=1e-12)
+    assert returned["loss"] == pytest.approx(after, rel=1e-12)
     expected = {k: theta[k] + eps * np.mean([W[k] - theta[k] for W in Ws], axis=0)   # θ + ε·mean(Wᵢ − θ)
                 for k in params}
     scale = max(np.abs(expected[k] - theta[k]).max() for k in params)   # the largest move

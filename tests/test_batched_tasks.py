@@ -99,7 +99,7 @@ def test_meta_step_equal_in_both_modes(kind, name):
     """One full outer step (Adam on the meta-gradient) leaves equal parameters."""
     batched, looped, batch = make_pair(kind, name)
     before = {k: v.data.copy() for k, v in batched.meta_parameters().items()}
-    assert batched.step(batch) == pytest.approx(looped.step(batch), rel=TOL)
+    assert batched.step(batch)["loss"] == pytest.approx(looped.step(batch)["loss"], rel=TOL)
     for k, p in batched.meta_parameters().items():
         q = looped.meta_parameters()[k]
         # Adam's first step moves every entry by ≈ lr·sign(g): compare the moves, not θ
@@ -119,7 +119,7 @@ def test_reptile_updates_equal_in_both_modes(kind, optimizer):
                         inner_optimizer=optimizer, batched=b) for b in (True, False)]
     W1, W2 = (r.task_weights(batch) for r in learners)
     r1, r2 = (r.step(batch) for r in learners)
-    close(r1, r2, "mean support loss before adaptation")
+    close(r1["loss"], r2["loss"], "mean query loss after adaptation")
     skip = {k for k in params if kind == "conv" and optimizer == "adam" and k.startswith("conv") and k.endswith(".b")}
     scale = max(np.abs(W2[k] - theta[k]).max() for k in params)
     for k in params:
@@ -176,7 +176,7 @@ def test_nontransductive_running_statistics_equal_in_both_modes():
     for b in (True, False):
         model, params, batch, loss_fn = nontransductive_problem()
         MAML(model, params, loss_fn, inner_lr=0.1, inner_steps=1, batched=b).meta_gradients(batch)
-        states.append(model.running_state())
+        states.append(model.state_dict())
     for k in states[0]:
         close(states[0][k], states[1][k], k)
 
@@ -185,10 +185,10 @@ def test_nontransductive_evaluate_uses_running_statistics():
     model, params, batch, loss_fn = nontransductive_problem()
     learner = MAML(model, params, loss_fn, inner_lr=0.1, inner_steps=1)
     learner.meta_gradients(batch)                       # some training: running stats move
-    running = {k: v.copy() for k, v in model.running_state().items()}
-    expected = [float(loss_fn(model(params, Tensor(batch.query_x[t]), training=False),
+    running = {k: v.copy() for k, v in model.state_dict().items()}
+    expected = [float(loss_fn(model(params, Tensor(batch.query_x[t]), mode="test"),
                               Tensor(batch.query_y[t])).data) for t in range(len(batch.query_x))]
     got = learner.evaluate(batch, 0)["loss"][0]
-    after = model.running_state()
+    after = model.state_dict()
     assert all(np.array_equal(running[k], after[k]) for k in running), "evaluate changed the running statistics"
     close(got, expected, "meta-test query loss with running statistics")

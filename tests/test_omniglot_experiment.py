@@ -82,16 +82,16 @@ def runs(data_dir, tmp_path_factory):
 def test_checkpoint_log_and_curves_are_written(runs):
     out = runs["whole"]
     arrays, meta = checkpoint.load(out / "checkpoint.npz")
-    assert meta["format"] == omniglot.FORMAT and meta["iteration"] == 4 and meta["finished"]
+    assert meta["format"] == "tinymeta-run" and meta["iteration"] == 4 and meta["finished"]
     cfg = meta["config"]
     assert (cfg["algo"], cfg["ways"], cfg["shots"], cfg["query"], cfg["filters"]) == ("maml", 5, 1, 2, 8)
     assert (cfg["inner_lr"], cfg["inner_steps"], cfg["meta_lr"]) == (0.4, 1, 1e-3)    # 5-way defaults
     assert "conv0.w" in checkpoint.split(arrays, "params")
-    assert checkpoint.split(arrays, "optimizer") and meta["optimizer"]["t"] == 4
+    assert checkpoint.split(arrays, "optimizer") and meta["learner"]["optimizer"]["t"] == 4
     assert len(arrays["log/loss"]) == 4 and list(arrays["log/val_iteration"]) == [2, 4]
-    assert "state" in meta["sampler_state"]
+    assert "state" in meta["tasks_state"] and len(meta["data"]) == 64
     lines = (out / "log.csv").read_text().splitlines()
-    assert lines[0] == "iteration,loss,train_accuracy,val_accuracy,elapsed_s" and len(lines) == 5
+    assert lines[0] == "iteration,loss,train_accuracy,validation,elapsed_s" and len(lines) == 5
     assert lines[2].split(",")[3] != "" and lines[1].split(",")[3] == ""
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -106,31 +106,50 @@ def test_killed_and_resumed_run_is_bit_identical(runs):
         if k == "log/elapsed":      # wall-clock times
             continue
         assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k
-    for k in ("iteration", "sampler_state", "optimizer", "config", "finished"):
+    for k in ("iteration", "tasks_state", "learner", "config", "finished", "data"):
         assert meta_a[k] == meta_b[k], k
     # and the run really moved on from the checkpoint it was killed at
     assert not np.array_equal(arrays_k["params/conv0.w"], b["params/conv0.w"])
 
 
-def test_evaluate_prints_accuracy_with_ci_and_writes_json(runs, data_dir, capsys):
+def test_evaluate_prints_accuracy_with_ci_and_writes_json(runs, data_dir, tmp_path, capsys):
     ckpt = runs["whole"] / "checkpoint.npz"
-    code, out, err = run_main(["evaluate", ckpt, "--tasks", 5, "--data-dir", data_dir, "--quiet"], capsys)
+    before = sorted(runs["whole"].iterdir())
+    out_dir = tmp_path / "ev"
+    code, out, err = run_main(["evaluate", ckpt, "--tasks", 5, "--data-dir", data_dir, "--quiet",
+                               "--out", out_dir], capsys)
     assert code == 0, err
+    assert sorted(runs["whole"].iterdir()) == before, "evaluate wrote beside the checkpoint"
     assert "5-way 1-shot test accuracy" in out and "±" in out and "%" in out
-    result = json.loads((runs["whole"] / "checkpoint.eval.json").read_text())
+    result = json.loads((out_dir / "evaluation.json").read_text())
     assert result["tasks"] == 5 and len(result["per_task_accuracy"]) == 5
     acc = 100 * np.array(result["per_task_accuracy"])
     assert result["accuracy_percent"] == pytest.approx(acc.mean())
-    assert result["ci95_percent"] == pytest.approx(1.96 * acc.std() / np.sqrt(5))
+    assert result["ci95_percent"] == pytest.approx(1.96 * acc.std(ddof=1) / np.sqrt(5))
     assert f"{result['accuracy_percent']:.2f} ± {result['ci95_percent']:.2f}%" in out
+    # a second evaluation never overwrites the first one's results
+    code, out, err = run_main(["evaluate", ckpt, "--tasks", 2, "--data-dir", data_dir, "--quiet",
+                               "--out", out_dir], capsys)
+    assert code == 2 and "already holds a run" in err
+    assert json.loads((out_dir / "evaluation.json").read_text())["tasks"] == 5
 
 
-def test_lake_with_a_5_way_model_uses_nearest_neighbour(runs, data_dir, capsys):
+def test_evaluate_default_output_is_a_new_folder_under_runs(runs, data_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_main(["evaluate", runs["whole"] / "checkpoint.npz", "--tasks", 2,
+                               "--data-dir", data_dir, "--quiet"], capsys)
+    assert code == 0, err
+    written = list((tmp_path / "runs" / "eval").glob("checkpoint-*/evaluation.json"))
+    assert len(written) == 1
+
+
+def test_lake_with_a_5_way_model_uses_nearest_neighbour(runs, data_dir, tmp_path, capsys):
     ckpt = runs["whole"] / "checkpoint.npz"
-    code, out, err = run_main(["evaluate", ckpt, "--lake", "--data-dir", data_dir, "--quiet"], capsys)
+    code, out, err = run_main(["evaluate", ckpt, "--lake", "--data-dir", data_dir, "--quiet",
+                               "--out", tmp_path / "lake"], capsys)
     assert code == 0, err
     assert "MAML split" in err                          # the leakage warning
-    result = json.loads((runs["whole"] / "checkpoint.lake.json").read_text())
+    result = json.loads((tmp_path / "lake" / "lake.json").read_text())
     assert len(result["runs"]) == 20 and "nearest neighbour" in result["method"]
     assert result["human_error_percent"] == 4.5 and 0 <= result["error_percent"] <= 100
     assert "error" in out and "4.5%" in out
@@ -151,7 +170,7 @@ def test_20_way_lake_adapts_and_reptile_trains(data_dir, tmp_path, capsys):
                              *TINY, "--out", out20, "--data-dir", data_dir], capsys)
     assert code == 0, err
     code, out, err = run_main(["evaluate", out20 / "checkpoint.npz", "--lake", "--eval-steps", 1,
-                               "--data-dir", data_dir], capsys)
+                               "--data-dir", data_dir, "--out", tmp_path / "lake20"], capsys)
     assert code == 0, err
     assert "adapt the 20-way model" in out and "run20" in out and "MAML split" not in err
     rep = tmp_path / "reptile"
@@ -160,14 +179,18 @@ def test_20_way_lake_adapts_and_reptile_trains(data_dir, tmp_path, capsys):
     assert code == 0, err
     arrays, meta = checkpoint.load(rep / "checkpoint.npz")
     assert meta["config"]["outer_lr"] == 1.0 and meta["config"]["inner_steps"] == 5
-    assert omniglot.reptile_lr(meta["config"], 1) == 1.0 and omniglot.reptile_lr(meta["config"], 2) == 0.5
+    # ε annealed linearly over the 2 iterations: 1.0 at the first, 0.5 at the last
+    assert meta["learner"]["optimizer"]["lr"] == 0.5
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--shots", 10, "--query", 15], "--shots + --query = 10 + 15 = 25 is more than the 20"),
-    (["--ways", 5000], "--ways 5000 is more than the 4400 training classes"),
+    (["--ways", 5000], "--ways 5000 is more than the 423 test characters"),
     (["--iterations", 0], "--iterations: must be >= 1"),
-    (["--algo", "protonet"], "invalid choice: 'protonet'"),
+    (["--seed", -5], "--seed: must be >= 0"),
+    (["--algo", "reptile", "--inner-steps", 0], "--inner-steps: must be >= 1"),
+    (["--config", "/nonexistent.json"], "--config /nonexistent.json: cannot read it"),
+    (["--algo", "bogus"], "--algo: choose from maml, fomaml, reptile"),
     (["--algo", "reptile", "--meta-lr", 0.1], "--meta-lr does not apply to --algo reptile"),
     (["evaluate", "/nonexistent/checkpoint.npz"], "no such file"),
 ])
@@ -185,7 +208,7 @@ def test_not_a_checkpoint_is_rejected(tmp_path, capsys):
     assert code == 2 and "not a tinymeta checkpoint" in err
     checkpoint.save(bogus, {"a": np.zeros(3)}, {"something": "else"})
     code, out, err = run_main(["evaluate", bogus], capsys)
-    assert code == 2 and "not a checkpoint of experiments.omniglot" in err
+    assert code == 2 and "lacks 'format'" in err and "Traceback" not in err
 
 
 def test_missing_data_is_reported_without_traceback(tmp_path):
@@ -196,13 +219,3 @@ def test_missing_data_is_reported_without_traceback(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_lean_adaptation_matches_metalearner_evaluate(runs, data_dir):
-    """adapted_accuracy (adapt, then one query pass) equals the last row of evaluate()."""
-    arrays, meta = checkpoint.load(runs["whole"] / "checkpoint.npz")
-    _model, learner, _ = omniglot.restore(arrays, meta)
-    _train, val, _test = omniglot.load_split(meta["config"], data_dir)
-    sampler = omniglot.EpisodeSampler(val, 5, 1, 2, rng=3)
-    batch = sampler.sample_batch(3)
-    lean = omniglot.adapted_accuracy(learner, batch, 2)
-    full = learner.evaluate(batch, 2, classification=True)["accuracy"][-1]
-    np.testing.assert_array_equal(lean, full)

@@ -7,7 +7,6 @@ measured on 600 tasks (see README.md) and far above chance (20%): it catches a c
 that no longer loads into the model correctly, not a small change in accuracy.
 """
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -34,9 +33,10 @@ def test_shipped_checkpoint_is_small_float32_and_says_how_it_was_made():
 
 
 def test_shipped_checkpoint_classifies_test_characters(data_dir, tmp_path, capsys):
-    ckpt = tmp_path / SHIPPED.name                   # evaluate writes its JSON beside it
-    shutil.copy(SHIPPED, ckpt)
-    omniglot.main(["evaluate", str(ckpt), "--tasks", "50", "--data-dir", str(data_dir), "--quiet"])
-    result = json.loads(ckpt.with_name(ckpt.stem + ".eval.json").read_text())
+    before = sorted(SHIPPED.parent.iterdir())
+    omniglot.main(["evaluate", str(SHIPPED), "--tasks", "50", "--data-dir", str(data_dir), "--quiet",
+                   "--out", str(tmp_path / "eval")])
+    assert sorted(SHIPPED.parent.iterdir()) == before, "evaluate wrote beside the checkpoint"
+    result = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     assert result["tasks"] == 50
     assert result["accuracy_percent"] > 90.0, result

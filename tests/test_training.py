@@ -1,0 +1,290 @@
+"""The run layer (tinymeta.training, tinymeta.files): folders that are never overwritten,
+atomic files, the resumable loop (exact resume, Ctrl-C/SIGTERM, divergence), malformed
+checkpoints, the one CI convention, configurations and the learner contract.
+
+Everything runs on a tiny MLP on sinusoids, in-process, in a second or two.
+"""
+import json
+import math
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from autograd import Tensor, no_grad
+from autograd import functional as F
+from tinymeta import checkpoint
+from tinymeta.algorithms import ANIL, MAML, JointTraining, MetaSGD, NonFiniteError, Reptile
+from tinymeta.files import RunFolder, RunFolderError, atomic_write, stale_temporaries, write_json
+from tinymeta.models import MLP
+from tinymeta.optim import Adam
+from tinymeta.tasks import SinusoidSampler, SinusoidTasks
+from tinymeta.training import (CHECKPOINT, Diverged, Hook, Interrupted, Training, TrainingError,
+                               mean_ci, meta_test, read_checkpoint, summarize)
+from tinymeta.training.config import Config, ConfigError, Option, non_negative_int, positive_float
+
+
+def learner_and_tasks(lr=1e-3, seed=0, learner=MAML):
+    model = MLP([1, 8, 1])
+    params = model.init(np.random.default_rng(seed), np.float64)
+    kw = {} if learner is Reptile else {"optimizer": lambda p: Adam(p, lr=lr)}
+    return (learner(model, params, F.mse_loss, inner_lr=0.01, **kw),
+            SinusoidSampler(SinusoidTasks(), 5, 5, rng=seed + 1, dtype=np.float64))
+
+
+def training(folder, iterations=6, lr=1e-3, **kw):
+    learner, tasks = learner_and_tasks(lr)
+    kw.setdefault("checkpoint_every", 2)
+    return Training(learner, tasks, 4, iterations, folder, {"lr": lr}, label="t", say=None, **kw)
+
+
+def params_of(t):
+    return {k: v.data.copy() for k, v in t.learner.params.items()}
+
+
+# ----------------------------------------------------------------------------- folders and files
+def test_a_folder_holding_a_run_is_not_reopened_without_resume(tmp_path):
+    with RunFolder(tmp_path / "r") as folder:
+        training(folder, iterations=2).run()
+    with pytest.raises(RunFolderError, match="already holds a run.*pass --resume"):
+        RunFolder(tmp_path / "r").open()
+    with RunFolder(tmp_path / "r", resume=True) as folder:
+        assert (folder / CHECKPOINT).exists()
+
+
+def test_an_unwritable_folder_fails_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunFolderError, match="cannot write to the output folder"):
+        RunFolder(tmp_path / "file" / "run").open()
+
+
+def test_two_runs_cannot_share_a_folder(tmp_path):
+    with RunFolder(tmp_path / "r"):
+        with pytest.raises(RunFolderError, match="is in use by process"):
+            RunFolder(tmp_path / "r").open()
+    RunFolder(tmp_path / "r").open().close()                # released when the first one closed
+
+
+def test_killed_writes_leave_the_old_file_and_temporaries_are_cleaned(tmp_path):
+    target = tmp_path / "r" / "results.json"
+    write_json(target, {"a": 1})
+
+    def dies_halfway(f):
+        f.write(b'{"a": 2')
+        raise OSError("disk full")
+    with pytest.raises(OSError):
+        atomic_write(target, dies_halfway)
+    assert json.loads(target.read_text()) == {"a": 1}        # the old file, whole
+    assert not stale_temporaries(tmp_path / "r")             # the failed write cleaned up after itself
+    stale = tmp_path / "r" / ".checkpoint.npz.abc123.tmp"    # as a SIGKILL during a write leaves it
+    stale.write_bytes(b"\0" * 1000)
+    messages = []
+    with RunFolder(tmp_path / "r", say=messages.append):
+        assert not stale.exists()
+    assert "removed 1 temporary file" in messages[0]
+
+
+# ----------------------------------------------------------------------------- the loop
+def test_resume_after_a_kill_is_bit_identical(tmp_path):
+    with RunFolder(tmp_path / "whole") as folder:
+        whole = training(folder)
+        whole.run()
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_4(t, iteration):
+        if iteration == 4:
+            raise Killed
+    with RunFolder(tmp_path / "killed") as folder:
+        with pytest.raises(Killed):
+            training(folder, after_checkpoint=kill_at_4).run()
+    with RunFolder(tmp_path / "killed", resume=True) as folder:
+        again = training(folder)
+        assert again.restore() and again.iteration == 4
+        again.run()
+    for k, v in params_of(whole).items():
+        assert np.array_equal(v, params_of(again)[k]), k
+    assert whole.log.loss == again.log.loss
+    a, _ = read_checkpoint(tmp_path / "whole" / CHECKPOINT)
+    b, _ = read_checkpoint(tmp_path / "killed" / CHECKPOINT)
+    for k in a:
+        if k != "log/elapsed":
+            assert np.array_equal(a[k], b[k], equal_nan=True), k
+
+
+def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
+    class Terminate(Hook):
+        def after_step(self, t, iteration, metrics):
+            if iteration == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+    previous = signal.getsignal(signal.SIGTERM)
+    with RunFolder(tmp_path / "r") as folder:
+        t = training(folder, checkpoint_every=100, hooks=[Terminate()], resume_command="again --resume")
+        with pytest.raises(Interrupted, match="stopped by SIGTERM at iteration 3.*resume with: again --resume") as e:
+            t.run()
+    assert e.value.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is previous         # handlers restored
+    _, meta = read_checkpoint(tmp_path / "r" / CHECKPOINT)
+    assert meta["iteration"] == 3 and not meta["finished"]
+
+
+def test_divergence_stops_with_one_sentence_and_keeps_the_last_good_checkpoint(tmp_path):
+    class Explode(Hook):                                     # a learning rate far too large
+        def before_step(self, t, iteration):
+            if iteration == 5:
+                t.learner.optimizer.lr = 1e300
+    with RunFolder(tmp_path / "r") as folder:
+        t = training(folder, iterations=10, hooks=[Explode()])
+        with pytest.raises(Diverged, match=r"at iteration (5|6|7), .*checkpoint of iteration (4|6) is kept.*smaller learning rate"):
+            t.run()
+    arrays, meta = read_checkpoint(tmp_path / "r" / CHECKPOINT)
+    params = checkpoint.split(arrays, "params")
+    assert all(np.isfinite(v).all() for v in params.values())
+
+
+def test_a_non_finite_step_leaves_the_parameters_unchanged():
+    learner, tasks = learner_and_tasks()
+    before = {k: v.data.copy() for k, v in learner.params.items()}
+    batch = tasks.sample_batch(3)
+    batch.query_y[0, 0, 0] = np.inf
+    with pytest.raises(NonFiniteError, match="not finite"):
+        learner.step(batch)
+    assert all(np.array_equal(before[k], v.data) for k, v in learner.params.items())
+
+
+def test_resume_on_changed_data_is_refused(tmp_path):
+    with RunFolder(tmp_path / "r") as folder:
+        training(folder, iterations=2, fingerprint="a" * 64).run()
+    with RunFolder(tmp_path / "r", resume=True) as folder:
+        with pytest.raises(TrainingError, match="the data changed"):
+            training(folder, iterations=4, fingerprint="b" * 64).restore()
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda a, m: (a, {"format": "tinymeta-run"}), "lacks 'format_version'"),
+    (lambda a, m: (a, {**m, "format": "other"}), "format 'other'"),
+    (lambda a, m: (a, {k: v for k, v in m.items() if k != "tasks_state"}), "lacks 'tasks_state'"),
+    (lambda a, m: (a, {**m, "config": [1, 2]}), "not a JSON object"),
+])
+def test_malformed_checkpoints_are_named_in_one_sentence(tmp_path, damage, message):
+    with RunFolder(tmp_path / "r") as folder:
+        training(folder, iterations=2).run()
+    arrays, meta = checkpoint.load(tmp_path / "r" / CHECKPOINT)
+    bad = tmp_path / "bad.npz"
+    checkpoint.save(bad, *damage(arrays, meta))
+    with pytest.raises(checkpoint.CheckpointError, match=message):
+        read_checkpoint(bad)
+
+
+def test_checkpoint_metadata_that_is_not_json_is_refused(tmp_path):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, __meta__=np.array("{not json"))
+    with pytest.raises(checkpoint.CheckpointError, match="not valid JSON"):
+        checkpoint.load(bad)
+
+
+# ----------------------------------------------------------------------------- statistics
+def test_mean_ci_is_the_documented_convention():
+    v = np.array([0.2, 0.4, 0.9, 1.0])
+    m, ci = mean_ci(v)
+    assert m == pytest.approx(0.625)
+    assert ci == pytest.approx(1.96 * np.std(v, ddof=1) / 2.0)
+
+
+def test_summarize_counts_and_excludes_diverged_tasks():
+    per_step = np.array([[1.0, 2.0, 3.0, 4.0], [0.5, np.inf, 1.5, np.nan]])
+    s = summarize(per_step)
+    assert s["diverged"] == 2 and s["tasks"] == 2
+    assert s["mean"] == pytest.approx([2.0, 1.0])
+    assert all(math.isfinite(c) for c in s["ci95"])
+
+
+def test_meta_test_scores_every_step_of_every_task():
+    learner, _ = learner_and_tasks()
+    tasks = SinusoidSampler(SinusoidTasks(), 5, 10, rng=7, dtype=np.float64)
+    r = meta_test(learner, tasks, 7, 3, chunk=3)
+    assert r["loss"].shape == (4, 7) and "accuracy" not in r
+    assert not np.allclose(r["loss"][3], r["loss"][0])       # the steps moved the fast weights
+    first = SinusoidSampler(SinusoidTasks(), 5, 10, rng=7, dtype=np.float64).sample_batch(3)
+    with no_grad():                                          # step 0 is the loss at θ itself
+        at_theta = [float(F.mse_loss(learner.model(learner.params, Tensor(first.query_x[t])),
+                                     Tensor(first.query_y[t])).data) for t in range(3)]
+    np.testing.assert_allclose(r["loss"][0, :3], at_theta, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- configurations
+CONF = Config({"seed": Option(non_negative_int, "seed"), "lr": Option(positive_float, "lr"),
+               "iterations": Option(non_negative_int, "length", matters=False)},
+              defaults=lambda chosen: {"seed": 0, "lr": 0.1 if chosen.get("seed", 0) else 0.2,
+                                       "iterations": 10})
+
+
+class Args:
+    def __init__(self, **kw):
+        self.config = kw.pop("config", None)
+        for k in CONF.options:
+            setattr(self, k, kw.get(k))
+
+
+def test_defaults_recipe_and_command_line_in_that_order(tmp_path):
+    recipe = tmp_path / "r.json"
+    recipe.write_text(json.dumps({"comment": "a recipe", "seed": 3, "lr": 0.5}))
+    assert CONF.resolve(Args()) == {"seed": 0, "lr": 0.2, "iterations": 10}
+    assert CONF.resolve(Args(seed=1)) == {"seed": 1, "lr": 0.1, "iterations": 10}   # defaults follow choices
+    assert CONF.resolve(Args(config=recipe)) == {"seed": 3, "lr": 0.5, "iterations": 10}
+    assert CONF.resolve(Args(config=recipe, lr=0.7))["lr"] == 0.7
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"speed": 1}', "unknown option 'speed'"),
+    ('{"seed": -5}', "'seed': must be >= 0"),
+    ('{"lr": "fast"}', "'lr': expected a number"),
+    ("[1]", "expected a JSON object"),
+    ("{", "not valid JSON"),
+])
+def test_bad_recipes_are_named(tmp_path, content, message):
+    recipe = tmp_path / "r.json"
+    recipe.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        CONF.resolve(Args(config=recipe))
+
+
+def test_resume_refuses_options_that_change_the_training():
+    saved = {"seed": 0, "lr": 0.2, "iterations": 10}
+    assert CONF.resumed(saved, Args(iterations=20))["iterations"] == 20
+    with pytest.raises(ConfigError, match="--lr: checkpoint 0.2, now 0.3"):
+        CONF.resumed(saved, Args(lr=0.3))
+
+
+# ----------------------------------------------------------------------------- the learner contract
+LEARNERS = [MAML, ANIL, MetaSGD, Reptile, JointTraining]
+
+
+@pytest.mark.parametrize("cls", LEARNERS, ids=lambda c: c.__name__)
+def test_every_learner_honours_the_contract(cls):
+    learner, tasks = learner_and_tasks(learner=cls)
+    batch = tasks.sample_batch(3)
+    loss, grads = learner.meta_gradients(batch)
+    assert set(grads) == set(learner.meta_parameters())
+    before = {k: v.data.copy() for k, v in learner.meta_parameters().items()}
+    metrics = learner.step(batch)
+    assert set(metrics) == {"loss"} and math.isfinite(metrics["loss"])
+    assert any(not np.array_equal(before[k], v.data) for k, v in learner.meta_parameters().items())
+    ev = learner.evaluate(batch, 2)
+    assert ev["loss"].shape == (3, 3)
+    fast = learner.adapt(batch, 2)
+    assert set(fast) >= set(learner.params)
+    state = learner.state_dict()
+    twin, _ = learner_and_tasks(learner=cls, seed=5)
+    twin.load_state_dict(state)
+    for k, v in learner.meta_parameters().items():
+        assert np.array_equal(v.data, twin.meta_parameters()[k].data), k
+    m1, m2 = learner.step(batch), twin.step(batch)
+    assert m1 == m2
+
+
+def test_reptile_with_no_inner_steps_is_refused():
+    with pytest.raises(ValueError, match="inner_steps must be >= 1"):
+        learner_and_tasks(learner=lambda *a, **k: Reptile(*a, inner_steps=0, **k))
