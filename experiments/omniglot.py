@@ -76,18 +76,18 @@ from autograd import Tensor, backend, no_grad
 from autograd import functional as F
 from autograd.allocator import reuse_large_allocations
 from tinymeta import checkpoint
-from tinymeta.algorithms import ANIL, MAML, MetaSGD, Reptile
+from tinymeta.algorithms import ANIL, MAML, MetaSGD, ProtoNet, Reptile
 from tinymeta.data.omniglot import augment_rotations, lake_split, load_lake_runs, load_omniglot, maml_split
 from tinymeta.models import Conv4
 from tinymeta.optim import Adam
 from tinymeta.tasks.episodic import Episode, EpisodeSampler
-from tinymeta.training import (CHECKPOINT, LinearDecay, RunFolder, Training, UsageError, Validation,
+from tinymeta.training import (CHECKPOINT, LinearDecay, StepDecay, RunFolder, Training, UsageError, Validation,
                                mean_ci, meta_test, read_checkpoint, run_main, save_figure, summarize,
                                write_json, CONVENTION)
 from tinymeta.training.config import (Config, ConfigError, Option, boolean, choice, non_negative_int,
                                       positive_float, positive_int)
 
-ALGOS = ("maml", "fomaml", "reptile", "anil", "metasgd")
+ALGOS = ("maml", "fomaml", "reptile", "anil", "metasgd", "protonet")
 IMAGE_SIZE = 28
 DRAWINGS = 20
 VAL_SEED = 20170309       # the validation tasks: the same ones at every validation
@@ -108,6 +108,10 @@ COMMON_DEFAULTS = {"ways": 5, "shots": 1, "query": 15, "seed": 0, "split": "maml
 REPTILE_DEFAULTS = {"inner_lr": 1e-3, "inner_steps": 5, "eval_steps": 50, "meta_batch": 5,
                     "outer_lr": 1.0, "iterations": 100000, "meta_lr": None}
 REPTILE_ADAM_BETAS = (0.0, 0.999)
+PROTONET_DEFAULTS = {   # Snell et al. 2017, Section 3.1: 60-way training episodes, 5 queries per class
+    "ways": 60, "query": 5, "test_ways": 5, "test_query": 15, "meta_batch": 1, "meta_lr": 1e-3,
+    "lr_halve_every": 2000, "transductive": False, "inner_lr": None, "inner_steps": None,
+    "outer_lr": None, "eval_steps": 0, "iterations": 20000, "val_every": 1000, "val_tasks": 200}
 
 OPTIONS = {
     "algo": Option(choice(*ALGOS), "meta-learner (default maml)"),
@@ -131,7 +135,14 @@ OPTIONS = {
     "image_size": Option(positive_int, "image side in pixels (default 28)", flag="--image-size"),
     "n_val": Option(non_negative_int, "validation characters held out of training (default 100)"),
     "split_seed": Option(non_negative_int, "seed of the class split (default 0)"),
-    "iterations": Option(positive_int, "meta-iterations (default 60000, Reptile 100000)", matters=False),
+    "lr_halve_every": Option(non_negative_int, "halve the outer learning rate every N iterations, "
+                                               "0 = never (default 0; ProtoNets 2000)"),
+    "iterations": Option(positive_int, "meta-iterations (default 60000, Reptile 100000, ProtoNets "
+                                       "20000)", matters=False),
+    "test_ways": Option(positive_int, "classes per validation and test task (default: --ways; "
+                                      "ProtoNets 5)", matters=False),
+    "test_query": Option(positive_int, "query examples per class in validation and test tasks "
+                                       "(default: --query; ProtoNets 15)", matters=False),
     "eval_steps": Option(non_negative_int, "inner steps at validation and test (default 3 for 5-way, "
                                            "5 for 20-way, Reptile 50)", matters=False),
     "val_every": Option(non_negative_int, "validate every N iterations, 0 = only at the end "
@@ -145,11 +156,16 @@ OPTIONS = {
 def defaults(chosen):
     """The papers' defaults for the chosen algorithm and number of ways."""
     algo, ways = chosen.get("algo", "maml"), chosen.get("ways", 5)
+    if algo == "protonet":
+        return {**COMMON_DEFAULTS, **PROTONET_DEFAULTS, "algo": algo}
     if algo == "reptile":
-        return {**COMMON_DEFAULTS, **REPTILE_DEFAULTS, "algo": algo}
-    per_ways = MAML_DEFAULTS[20] if ways >= 20 else MAML_DEFAULTS[5]
-    return {**COMMON_DEFAULTS, **per_ways, "algo": algo, "meta_lr": 1e-3, "outer_lr": None,
-            "iterations": 60000}
+        cfg = {**COMMON_DEFAULTS, **REPTILE_DEFAULTS, "algo": algo}
+    else:
+        per_ways = MAML_DEFAULTS[20] if ways >= 20 else MAML_DEFAULTS[5]
+        cfg = {**COMMON_DEFAULTS, **per_ways, "algo": algo, "meta_lr": 1e-3, "outer_lr": None,
+               "iterations": 60000}
+    return {**cfg, "lr_halve_every": 0, "test_ways": chosen.get("ways", cfg["ways"]),
+            "test_query": chosen.get("query", cfg["query"])}
 
 
 def check(cfg):
@@ -159,12 +175,20 @@ def check(cfg):
                           "each Omniglot character")
     if cfg["ways"] < 2:
         raise ConfigError(f"--ways must be at least 2, got {cfg['ways']}")
-    if cfg["ways"] > 423:                           # the smallest split part a run uses: 423 test classes
-        raise ConfigError(f"--ways {cfg['ways']} is more than the 423 test characters of the MAML "
-                          "split (at most 423; the Lake split has 659)")
-    unused = "meta_lr" if cfg["algo"] == "reptile" else "outer_lr"
-    if cfg.get(unused) is not None:
-        raise ConfigError(f"--{unused.replace('_', '-')} does not apply to --algo {cfg['algo']}")
+    if cfg["test_ways"] > 423:                      # the smallest split part a run uses: 423 test classes
+        raise ConfigError(f"--test-ways {cfg['test_ways']} is more than the 423 test characters of "
+                          "the MAML split (at most 423; the Lake split has 659)")
+    if cfg["algo"] not in HEADLESS and cfg["test_ways"] != cfg["ways"]:
+        raise ConfigError(f"--test-ways {cfg['test_ways']} differs from --ways {cfg['ways']}, but "
+                          f"--algo {cfg['algo']} has a {cfg['ways']}-way head")
+    if cfg["shots"] + cfg["test_query"] > DRAWINGS:
+        raise ConfigError(f"--shots + --test-query = {cfg['shots'] + cfg['test_query']} is more than "
+                          f"the {DRAWINGS} drawings of each Omniglot character")
+    unused = {"reptile": ["meta_lr"], "protonet": ["outer_lr", "inner_lr", "inner_steps"]}.get(
+        cfg["algo"], ["outer_lr"])
+    for k in unused:
+        if cfg.get(k) is not None:
+            raise ConfigError(f"--{k.replace('_', '-')} does not apply to --algo {cfg['algo']}")
 
 
 CONFIG = Config(OPTIONS, defaults, checks=[check])
@@ -198,14 +222,15 @@ def check_classes(ways, **parts):
             raise UsageError(f"--ways {ways} is more than the {len(classes)} {name} classes{hint}")
 
 
-def sampler(cfg, classes, seed):
-    return EpisodeSampler(classes, cfg["ways"], cfg["shots"], cfg["query"], rng=seed,
-                          dtype=np.dtype(cfg["dtype"]))
+def sampler(cfg, classes, seed, test=False):
+    """Training episodes, or (``test``) validation/test episodes with the test ways and queries."""
+    ways, query = (cfg["test_ways"], cfg["test_query"]) if test else (cfg["ways"], cfg["query"])
+    return EpisodeSampler(classes, ways, cfg["shots"], query, rng=seed, dtype=np.dtype(cfg["dtype"]))
 
 
 def task_chunk(cfg):
     """Tasks per evaluation call, so one call holds about 2000 images."""
-    return max(1, 2000 // (cfg["ways"] * (cfg["shots"] + cfg["query"])))
+    return max(1, 2000 // (cfg["test_ways"] * (cfg["shots"] + cfg["test_query"])))
 
 
 # --- the learner ----------------------------------------------------------------------------
@@ -221,7 +246,9 @@ LEARNERS = {
     "reptile": lambda m, p, c: Reptile(m, p, F.cross_entropy, c["inner_lr"], c["inner_steps"],
                                        outer_lr=c["outer_lr"], inner_optimizer="adam",
                                        adam_betas=REPTILE_ADAM_BETAS),
+    "protonet": lambda m, p, c: ProtoNet(m, p, optimizer=adam(c)),
 }
+HEADLESS = ("protonet",)       # learners whose model is an embedding: any ways at test
 
 
 def adam(cfg):
@@ -230,8 +257,9 @@ def adam(cfg):
 
 def build(cfg):
     """The learner of a configuration, with fresh weights (seeded by cfg['seed'])."""
-    model = Conv4(cfg["ways"], in_channels=1, filters=cfg["filters"], image_size=cfg["image_size"],
-                  transductive=cfg["transductive"])
+    headless = cfg["algo"] in HEADLESS              # Snell et al.'s encoder: max-pool blocks, no head
+    model = Conv4(None if headless else cfg["ways"], in_channels=1, filters=cfg["filters"],
+                  image_size=cfg["image_size"], max_pool=headless, transductive=cfg["transductive"])
     params = model.init(np.random.default_rng([cfg["seed"], 0]), dtype=np.dtype(cfg["dtype"]))
     return LEARNERS[cfg["algo"]](model, params, cfg)
 
@@ -240,9 +268,11 @@ def hooks(cfg, val_classes):
     out = []
     if cfg["algo"] == "reptile":
         out.append(LinearDecay(cfg["outer_lr"], cfg["iterations"]))     # ε annealed to 0
+    if cfg["lr_halve_every"]:
+        out.append(StepDecay(cfg["meta_lr"], cfg["lr_halve_every"], 0.5))
     if cfg["val_tasks"]:
         def measure(learner):
-            acc = meta_test(learner, sampler(cfg, val_classes, VAL_SEED), cfg["val_tasks"],
+            acc = meta_test(learner, sampler(cfg, val_classes, VAL_SEED, test=True), cfg["val_tasks"],
                             cfg["eval_steps"], task_chunk(cfg))["accuracy"][-1]
             return mean_ci(acc)
         out.append(Validation(measure, cfg["val_every"]))
@@ -313,6 +343,11 @@ def evaluate_parser():
     p.add_argument("--data-dir", help="folder containing omniglot/ (default $TINYMETA_DATA)")
     p.add_argument("--lake", action="store_true", help="Lake et al.'s 20 runs of 20-way one-shot "
                    "within-alphabet classification instead of random test tasks")
+    p.add_argument("--ways", type=positive_int, help="classes per test task (default: the "
+                   "checkpoint's test ways; only learners without a fixed head may change it)")
+    p.add_argument("--shots", type=positive_int, help="support examples per class (default: the checkpoint's)")
+    p.add_argument("--query", type=positive_int, help="query examples per class (default: the "
+                   "checkpoint's test queries)")
     p.add_argument("--out", help="output folder (default runs/eval/<checkpoint stem>-<time>)")
     p.add_argument("--quiet", action="store_true", help="print only the result line")
     return p
@@ -331,8 +366,9 @@ def train(args):
             cfg = CONFIG.resolve(args)
         t0 = time.perf_counter()
         train_classes, val_classes, _test, fingerprint = load_split(cfg, args.data_dir)
-        check_classes(cfg["ways"], training=train_classes,
-                      **({"validation": val_classes} if cfg["val_tasks"] else {}))
+        check_classes(cfg["ways"], training=train_classes)
+        if cfg["val_tasks"]:
+            check_classes(cfg["test_ways"], validation=val_classes)
         learner = build(cfg)
         kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
 
@@ -374,7 +410,7 @@ def train(args):
 def restore(path):
     """(cfg, meta, learner) of a checkpoint; refuses non-finite parameters."""
     arrays, meta = read_checkpoint(path)
-    cfg = CONFIG.check(dict(meta["config"]))
+    cfg = CONFIG.complete(meta["config"])
     learner = build(cfg)
     try:
         learner.load_state_dict(checkpoint.unpack({k: v for k, v in arrays.items()
@@ -391,6 +427,10 @@ def restore(path):
 def evaluate(args):
     path = Path(args.checkpoint)
     cfg, meta, learner = restore(path)
+    for option, key in (("ways", "test_ways"), ("shots", "shots"), ("query", "test_query")):
+        if getattr(args, option) is not None:
+            cfg[key] = getattr(args, option)
+    cfg = CONFIG.check(cfg)
     steps = cfg["eval_steps"] if args.eval_steps is None else args.eval_steps
     say = (lambda *a: None) if args.quiet else (lambda msg: print(msg, flush=True))
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -407,8 +447,9 @@ def evaluate(args):
             print(f"warning: {data_note}", file=sys.stderr, flush=True)
         if args.lake:
             return evaluate_lake(args, folder, path, cfg, meta, learner, steps, say, t0)
-        check_classes(cfg["ways"], test=test)
-        results = meta_test(learner, sampler(cfg, test, args.seed), args.tasks, steps, task_chunk(cfg))
+        check_classes(cfg["test_ways"], test=test)
+        results = meta_test(learner, sampler(cfg, test, args.seed, test=True), args.tasks, steps,
+                            task_chunk(cfg))
         acc = summarize(100.0 * results["accuracy"])
         m, ci = acc["mean"][-1], acc["ci95"][-1]
         result = {"checkpoint": str(path), "iteration": meta["iteration"], "config": cfg,
@@ -419,7 +460,7 @@ def evaluate(args):
                   "per_task_accuracy": results["accuracy"][-1].tolist(),
                   "seconds": time.perf_counter() - t0}
         write_json(folder / "evaluation.json", result)
-        print(f"{cfg['ways']}-way {cfg['shots']}-shot test accuracy ({cfg['algo']}, {steps} steps, "
+        print(f"{cfg['test_ways']}-way {cfg['shots']}-shot test accuracy ({cfg['algo']}, {steps} steps, "
               f"{args.tasks} tasks): {m:.2f} ± {ci:.2f}%  (wrote {folder / 'evaluation.json'})", flush=True)
         return result
 

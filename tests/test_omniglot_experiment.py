@@ -185,7 +185,9 @@ def test_20_way_lake_adapts_and_reptile_trains(data_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--shots", 10, "--query", 15], "--shots + --query = 10 + 15 = 25 is more than the 20"),
-    (["--ways", 5000], "--ways 5000 is more than the 423 test characters"),
+    (["--ways", 5000], "--test-ways 5000 is more than the 423 test characters"),
+    (["--algo", "protonet", "--inner-lr", 0.1], "--inner-lr does not apply to --algo protonet"),
+    (["--ways", 5, "--test-ways", 20], "--algo maml has a 5-way head"),
     (["--iterations", 0], "--iterations: must be >= 1"),
     (["--seed", -5], "--seed: must be >= 0"),
     (["--algo", "reptile", "--inner-steps", 0], "--inner-steps: must be >= 1"),

@@ -6,3 +6,4 @@ from .anil import ANIL
 from .metasgd import MetaSGD
 from .reptile import Reptile
 from .joint import JointTraining
+from .protonet import ProtoNet

@@ -2,7 +2,8 @@
 
 Each block: 3×3 conv → batch-norm → ReLU, then either a stride-2 conv (Omniglot: the conv
 itself has stride 2, 64 filters) or a 2×2 max-pool (mini-ImageNet, 32 filters). A linear
-head maps the features to the classes. On Omniglot 28×28 the map shrinks 28→14→7→4→2 and
+head maps the features to the classes (``ways=None``: no head, the features are the output,
+as the metric-based learners use it). On Omniglot 28×28 the map shrinks 28→14→7→4→2 and
 is averaged over space (as the MAML code does without max-pool): 64 features. On
 mini-ImageNet 84×84 it shrinks 84→42→21→10→5 and is flattened: 32·5·5 = 800 features.
 
@@ -34,7 +35,8 @@ from .init import check_mode, glorot_uniform
 class Conv4:
     def __init__(self, ways, in_channels=1, filters=64, image_size=28, max_pool=False,
                  transductive=True, bn_momentum=0.1):
-        self.ways, self.in_channels, self.filters = int(ways), int(in_channels), int(filters)
+        self.ways = None if ways is None else int(ways)          # None: an embedding, no head
+        self.in_channels, self.filters = int(in_channels), int(filters)
         self.image_size, self.max_pool = int(image_size), bool(max_pool)
         self.transductive, self.bn_momentum = transductive, bn_momentum
         size = self.image_size
@@ -44,7 +46,7 @@ class Conv4:
             raise ValueError(f"Conv4: image size {image_size} is too small for four blocks")
         self.final_size = size
         self.features = filters * size * size if max_pool else filters
-        self.head = ("w_head", "b_head")
+        self.head = ("w_head", "b_head") if self.ways is not None else ()
         self.running = {f"bn{i}": (backend.xp.zeros(filters), backend.xp.ones(filters)) for i in range(4)}
 
     def init(self, rng, dtype=np.float32):
@@ -55,8 +57,9 @@ class Conv4:
             arrays[f"bn{i}.gamma"] = np.ones(self.filters)
             arrays[f"bn{i}.beta"] = np.zeros(self.filters)
             c_in = self.filters
-        arrays["w_head"] = glorot_uniform(rng, (self.ways, self.features))
-        arrays["b_head"] = np.zeros(self.ways)
+        if self.ways is not None:
+            arrays["w_head"] = glorot_uniform(rng, (self.ways, self.features))
+            arrays["b_head"] = np.zeros(self.ways)
         return leaves(arrays, dtype)
 
     def body(self, params, x, mode="train"):
@@ -99,7 +102,10 @@ class Conv4:
         if x.ndim not in (4, 5) or x.shape[-3] != self.in_channels:
             raise ValueError(f"Conv4: expected images (N, {self.in_channels}, H, W) or (T, N, "
                              f"{self.in_channels}, H, W), got {tuple(x.shape)}")
-        return F.linear(self.body(params, x, mode), params["w_head"], params["b_head"])
+        features = self.body(params, x, mode)
+        if self.ways is None:
+            return features                                    # an embedding f_φ(x)
+        return F.linear(features, params["w_head"], params["b_head"])
 
     def state_dict(self):
         """The running batch-norm statistics (NumPy copies): the state a forward pass changes."""

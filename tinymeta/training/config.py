@@ -149,10 +149,16 @@ class Config:
         cfg.update(chosen)
         return self.check(cfg)
 
+    def complete(self, saved):
+        """A saved configuration with the options it predates filled in by their defaults."""
+        known = {k: v for k, v in saved.items() if k in self.options}
+        return self.check({**self.defaults(known), **known})
+
     def resumed(self, saved, args):
         """The checkpoint's configuration with the options that may change applied."""
         chosen = self.recipe(args.config) if getattr(args, "config", None) else {}
         chosen.update(self.explicit(args))
+        saved = self.complete(saved)
         problems, cfg = [], dict(saved)
         for k, v in chosen.items():
             if self.options[k].matters and v != saved.get(k):

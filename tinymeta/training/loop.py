@@ -124,6 +124,17 @@ class LinearDecay(Hook):
         training.learner.optimizer.lr = self.lr0 * (1.0 - (iteration - 1) / self.iterations)
 
 
+class StepDecay(Hook):
+    """The outer learning rate multiplied by ``factor`` every ``every`` iterations
+    (Prototypical Networks halve it every 2000 episodes): lr₀ · factor^⌊(i − 1)/every⌋."""
+
+    def __init__(self, lr0, every, factor):
+        self.lr0, self.every, self.factor = float(lr0), int(every), float(factor)
+
+    def before_step(self, training, iteration):
+        training.learner.optimizer.lr = self.lr0 * self.factor ** ((iteration - 1) // self.every)
+
+
 class Validation(Hook):
     """Every ``every`` iterations (0: only at the end) and at the last one, ``measure(learner)``
     returns (mean, ci95) of a validation metric; it is logged and printed."""
