@@ -58,12 +58,16 @@ class ProtoNet(MetaLearner):
         prototypes = matmul(as_tensor(one_hot_means(ys, ways, self.dtype)), zs)       # c_k = mean f_φ(x ∈ S_k)
         return -squared_distances(zq, prototypes)                                      # −‖f_φ(x) − c_k‖²
 
+    def meta_loss_of(self, params, batch):
+        """The mean query cross-entropy −log p(y | x) over the batch's tasks, with φ = ``params``."""
+        logits = self.logits(params, batch, mode="train")
+        yq = as_tensor(np.asarray(batch.query_y))
+        self.last_metrics = {"accuracy": float(backend.to_numpy(accuracy(logits.data, yq.data)).mean())}
+        return mean(self.loss_fn(logits, yq, reduction="none"))
+
     def meta_gradients(self, batch):
         """(mean query cross-entropy, its gradient with respect to φ)."""
-        logits = self.logits(self.params, batch, mode="train")
-        yq = as_tensor(np.asarray(batch.query_y))
-        loss = mean(self.loss_fn(logits, yq, reduction="none"))
-        self.last_metrics = {"accuracy": float(backend.to_numpy(accuracy(logits.data, yq.data)).mean())}
+        loss = self.meta_loss_of(self.params, batch)
         names = list(self.params)
         return loss, dict(zip(names, grad(loss, [self.params[k] for k in names])))
 
