@@ -87,6 +87,13 @@ class MetaLearner:
         """One meta-iteration. Raises NonFiniteError, leaving every parameter as it was,
         when the loss or a gradient is not finite."""
         loss, grads = self.meta_gradients(batch)
+        value = self.check_finite(loss, grads)
+        self.optimizer.step(grads)
+        return {"loss": value, **self.last_metrics}
+
+    def check_finite(self, loss, grads):
+        """The meta-loss as a float, after checking that it and every meta-gradient exist and
+        are finite (RuntimeError, NonFiniteError otherwise)."""
         missing = [k for k, g in grads.items() if g is None]
         if missing:
             raise RuntimeError(f"{type(self).__name__}: parameters {missing} received no meta-gradient")
@@ -95,8 +102,7 @@ class MetaLearner:
         if not math.isfinite(value) or bad:
             what = f"meta-loss {value}" if not math.isfinite(value) else f"meta-gradient of {bad}"
             raise NonFiniteError(f"{type(self).__name__}: {what} is not finite")
-        self.optimizer.step(grads)
-        return {"loss": value, **self.last_metrics}
+        return value
 
     def adapt(self, batch, steps, inner_lr=None):
         """Each task's fast weights after ``steps`` meta-test steps on its support set
