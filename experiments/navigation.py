@@ -24,8 +24,8 @@ code's reward), for 100 steps or until it is within 0.01 of the goal
 at the start. Baseline: linear in (s, s², t, t², t³, 1), fitted per task by least squares;
 γ = 0.99; advantages centred per task.
 
-Defaults (the MAML paper, Appendix A.2, and the official code)
---------------------------------------------------------------
+Defaults (the MAML paper, Appendix A.2, and the official code; ``configs/navigation_*.json``)
+------------------------------------------------------------------------------------------
 ``--algo maml``: 20 trajectories per task for the inner step and 20 after it, one REINFORCE
 step α = 0.1, meta-batch 20 goals, TRPO with mean KL ≤ 0.01 (conjugate gradient: 10
 iterations, damping 1e-5; line search: ratio 0.8, 15 steps), 500 meta-iterations. At test:
@@ -48,6 +48,7 @@ mean ± 95% CI over the goals (``tinymeta.training.stats``). ``figure`` evaluate
 methods on the same goals and draws Figure 4 beside the official code's numbers.
 """
 import argparse
+import json
 import os
 import signal
 import time
@@ -78,12 +79,9 @@ KILL_ENV = "TINYMETA_NAVIGATION_KILL_AFTER_CHECKPOINT"
 
 # --- configurations -------------------------------------------------------------------------
 
-DEFAULTS = {"algo": "maml", "inner_lr": 0.1, "later_inner_lr": 0.05, "inner_steps": 1,
-            "trajectories": 20, "test_trajectories": 40, "meta_batch": 20, "horizon": 100,
-            "discount": 0.99, "hidden": 100, "layers": 2, "init_std": 1.0, "max_kl": 0.01,
-            "cg_iterations": 10, "cg_damping": 1e-5, "backtrack_ratio": 0.8, "max_backtracks": 15,
-            "first_order": False, "seed": 0, "dtype": "float32", "iterations": 500,
-            "eval_steps": 3, "val_every": 10, "val_tasks": 40, "checkpoint_every": 10}
+RECIPES = Path(__file__).with_name("configs")
+PAPER = {k: v for k, v in json.loads((RECIPES / "navigation_maml.json").read_text()).items() if k != "comment"}
+RUN_DEFAULTS = {"seed": 0, "val_every": 10, "val_tasks": 40, "checkpoint_every": 10}
 
 OPTIONS = {
     "algo": Option(choice(*ALGOS), "maml, pretrained (TRPO on all tasks jointly) or oracle (the same, "
@@ -120,9 +118,15 @@ OPTIONS = {
 
 
 def defaults(chosen):
-    """The paper's defaults; the baselines take no inner step in training."""
+    """The paper's settings (configs/navigation_maml.json); the baselines take no inner step
+    in training, and the oracle is not fine-tuned at test."""
     algo = chosen.get("algo", "maml")
-    return {**DEFAULTS, "algo": algo, "inner_steps": 1 if algo == "maml" else 0}
+    cfg = {**RUN_DEFAULTS, **PAPER, "algo": algo}
+    if algo != "maml":
+        cfg.update(inner_steps=0)
+    if algo == "oracle":
+        cfg.update(eval_steps=0)
+    return cfg
 
 
 def check(cfg):
