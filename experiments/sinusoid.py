@@ -213,7 +213,7 @@ OPTIONS = {
     "reptile_outer_lr": Option(positive_float, "Reptile's outer step size"),
     "eval_tasks": Option(positive_int, "held-out tasks", matters=False),
     "eval_steps": Option(positive_int, "SGD steps at meta-test", matters=False),
-    "eval_lr": Option(positive_float, "SGD step size at meta-test, for every method", matters=False),
+    "eval_lr": Option(positive_float, "SGD step size at meta-test (every method but the oracle)", matters=False),
     "checkpoint_every": Option(non_negative_int, "checkpoint every N iterations (0: at the end)",
                                matters=False),
 }
