@@ -390,6 +390,32 @@ def print_table(results, cfg):
 
 # --- main -----------------------------------------------------------------------------------
 
+def train(name, cfg, folder, resume, say, resume_command, after_checkpoint):
+    """Train one method in ``folder`` (continuing its checkpoint when resuming); returns
+    (learner, ``Training.run``'s summary, the per-iteration losses)."""
+    learner, tasks = build(name, cfg)
+    training = Training(learner, tasks, cfg["meta_batch"], cfg["iterations"], folder, cfg, label=name,
+                        checkpoint_every=cfg["checkpoint_every"], say=say,
+                        resume_command=resume_command, after_checkpoint=after_checkpoint)
+    if resume and training.restore() and say:
+        done = training.iteration == cfg["iterations"]
+        say(f"{name}: checkpoint at iteration {training.iteration}"
+            + ("; finished, not retrained" if done else f"; continuing to {cfg['iterations']}"))
+    return learner, training.run(), training.log.loss
+
+
+def result(name, learner, summary, losses, cfg, checkpoint):
+    """One method's entry of results.json: its evaluation and how it was trained."""
+    started = time.perf_counter()
+    return {"mse": evaluate(learner, name, cfg),
+            "eval_lr": cfg["eval_lr"] if METHODS[name].adapts else 0.0,
+            "train_wall_time_s": summary["train_seconds_total"],
+            "eval_wall_time_s": time.perf_counter() - started,
+            "iterations": summary["iterations"], "resumed_from_iteration": summary["resumed_from"],
+            "final_train_loss_mean_last_1000": float(np.mean(losses[-1000:])) if losses else None,
+            "checkpoint": str(checkpoint)}
+
+
 def main(argv=None, after_checkpoint=None):
     """Train, evaluate and plot; returns the results document (None with ``--train-only``).
 
@@ -412,32 +438,15 @@ def main(argv=None, after_checkpoint=None):
         write_json(out / CONFIG_FILE, cfg)
         log(f"sinusoid: {', '.join(cfg['methods'])}; {cfg['iterations']} iterations each; seed "
             f"{cfg['seed']}; {cfg['dtype']}; output {out}")
-        learners, trained = {}, {}
-        for name in cfg["methods"]:
-            learner, tasks = build(name, cfg)
-            training = Training(learner, tasks, cfg["meta_batch"], cfg["iterations"], folders[name].path,
-                                cfg, label=name, checkpoint_every=cfg["checkpoint_every"], say=say,
-                                resume_command=resume, after_checkpoint=after_checkpoint)
-            if args.resume and training.restore():
-                log(f"{name}: continuing from iteration {training.iteration} of {cfg['iterations']}")
-            learners[name], trained[name] = learner, (training.run(), training.log.loss)
+        trained = {name: train(name, cfg, folders[name].path, args.resume, say, resume, after_checkpoint)
+                   for name in cfg["methods"]}                  # name -> (learner, summary, losses)
         if args.train_only:
             log(f"--train-only: checkpoints in {out}/<method>/; evaluate with --resume")
             return None
 
         log(f"evaluating on {cfg['eval_tasks']} held-out tasks (K = 10 and 5, 0..{cfg['eval_steps']} steps)")
-        results = {}
-        for name, learner in learners.items():
-            t0 = time.perf_counter()
-            mse = evaluate(learner, name, cfg)
-            summary, losses = trained[name]
-            results[name] = {
-                "mse": mse, "eval_lr": cfg["eval_lr"] if METHODS[name].adapts else 0.0,
-                "train_wall_time_s": summary["train_seconds_total"],
-                "eval_wall_time_s": time.perf_counter() - t0,
-                "iterations": summary["iterations"], "resumed_from_iteration": summary["resumed_from"],
-                "final_train_loss_mean_last_1000": float(np.mean(losses[-1000:])) if losses else None,
-                "checkpoint": str(folders[name] / "checkpoint.npz")}
+        results = {name: result(name, *trained[name], cfg, folders[name] / "checkpoint.npz")
+                   for name in trained}
         t = figure_task(cfg)
         document = {
             "experiment": "sinusoid regression, Finn et al. 2017 Section 5.1 (Figures 2 and 3)",
@@ -452,7 +461,7 @@ def main(argv=None, after_checkpoint=None):
         write_json(out / "results.json", document)             # before the figures: they can fail
         if say:
             print_table(results, cfg)
-        figure2(out / "figure2.png", learners, cfg, t)
+        figure2(out / "figure2.png", {name: learner for name, (learner, _, _) in trained.items()}, cfg, t)
         figure3(out / "figure3.png", results, cfg)
         log(f"wrote {out / 'results.json'}, {out / 'figure2.png'}, {out / 'figure3.png'}")
         return document
