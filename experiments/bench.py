@@ -66,7 +66,6 @@ import sys
 import time
 import tracemalloc
 from contextlib import contextmanager, redirect_stdout
-from functools import partial
 from pathlib import Path
 
 from autograd.allocator import reuse_large_allocations
@@ -76,13 +75,13 @@ import autograd
 from autograd import backend, kernels
 from autograd import functional as F
 from autograd.ops import linalg
-from tinymeta.algorithms import MAML, Reptile
+
 from tinymeta.files import write_text
 from tinymeta.models import Conv4
-from tinymeta.optim import Adam
+
 from tinymeta.tasks import EpisodeSampler
 
-from . import configs, sinusoid
+from . import configs, omniglot, sinusoid
 
 DEFAULT_OUT = Path("runs/bench/bench.json")
 FLOP_NOTE = ("GFLOP counts the matrix products only (autograd.ops.linalg.matmul_arrays: "
@@ -104,7 +103,7 @@ DTYPES = {"f32": np.float32, "f64": np.float64}
 
 RECIPES = {"sinusoid": sinusoid.RECIPE, "omniglot": "omniglot_5w1s_maml",
            "omniglot_reptile": "omniglot_5w1s_reptile", "mini": "miniimagenet_5w1s_maml"}
-REPTILE_INNER = ("algo", "inner_optimizer", "inner_lr", "inner_steps", "outer_lr")
+REPTILE_INNER = ("algo", "inner_lr", "inner_steps", "outer_lr")
 # The bench's own sizes: synthetic classes × images per class, the loop's meta-batch, the
 # HVP batch and the matmul squares.
 OWN = {"omniglot_data": (100, 20), "mini_data": (20, 20), "omniglot_loop_tasks": 8, "hvp_batch": 80,
@@ -281,17 +280,6 @@ def sinusoid_learner(cfg, algo, batched=True):
     return learner, [tasks.sample_batch(cfg["meta_batch"]) for _ in range(4)]
 
 
-def conv_maml(model, params, cfg, batched, first_order=False):
-    return MAML(model, params, F.cross_entropy, inner_lr=cfg["inner_lr"], inner_steps=cfg["inner_steps"],
-                first_order=first_order, optimizer=partial(Adam, lr=cfg["meta_lr"]), batched=batched)
-
-
-def conv_reptile(model, params, cfg, batched):
-    return Reptile(model, params, F.cross_entropy, inner_lr=cfg["inner_lr"], inner_steps=cfg["inner_steps"],
-                   outer_lr=cfg["outer_lr"], inner_optimizer=cfg["inner_optimizer"], batched=batched)
-
-
-CONV_LEARNERS = {"maml": conv_maml, "fomaml": partial(conv_maml, first_order=True), "reptile": conv_reptile}
 CONV_MODEL = ("in_channels", "filters", "image_size", "max_pool")      # Conv4's options in a recipe
 
 
@@ -303,7 +291,7 @@ def conv_learner(cfg, data, dtype, batched=True, tasks=None, seed=0):
     images = np.random.default_rng(seed).random((*data, *channels, model.image_size, model.image_size),
                                                 dtype=np.float32)
     params = model.init(np.random.default_rng(seed + 1), dtype=dtype)
-    learner = CONV_LEARNERS[cfg["algo"]](model, params, cfg, batched)
+    learner = omniglot.LEARNERS[cfg["algo"]](model, params, cfg, batched=batched)
     sampler = EpisodeSampler(images, ways=cfg["ways"], shots=cfg["shots"], queries=cfg["query"],
                              rng=seed + 2, dtype=dtype)
     return learner, [sampler.sample_batch(cfg["meta_batch"] if tasks is None else tasks) for _ in range(3)]
@@ -315,12 +303,9 @@ def describe_sinusoid(cfg, algo):
     return f"MLP {'-'.join(map(str, [1, *cfg['hidden'], 1]))}, K={cfg['shots']}, {inner}"
 
 
-OPTIMIZER_NAMES = {"sgd": "SGD", "adam": "Adam"}
-
-
 def describe_conv(cfg):
     s, pool = cfg["image_size"], " max-pool" if cfg.get("max_pool") else ""
-    inner = (f"{cfg['inner_steps']} {OPTIMIZER_NAMES[cfg['inner_optimizer']]} steps on support+query"
+    inner = (f"{cfg['inner_steps']} Adam steps on support+query"
              if cfg["algo"] == "reptile" else f"{cfg['inner_steps']} inner step{'s' * (cfg['inner_steps'] != 1)}")
     return (f"Conv4 {cfg.get('in_channels', 1)}x{s}x{s} {cfg['filters']} filters{pool}, "
             f"{cfg['ways']}-way {cfg['shots']}-shot {cfg['query']}q, {inner}")

@@ -63,7 +63,6 @@ has never seen their characters (a warning says so for a MAML-split model).
 """
 import argparse
 import hashlib
-import math
 import os
 import signal
 import sys
@@ -235,18 +234,21 @@ def task_chunk(cfg):
 
 # --- the learner ----------------------------------------------------------------------------
 
-LEARNERS = {
-    "maml": lambda m, p, c: MAML(m, p, F.cross_entropy, c["inner_lr"], c["inner_steps"], optimizer=adam(c)),
-    "fomaml": lambda m, p, c: MAML(m, p, F.cross_entropy, c["inner_lr"], c["inner_steps"],
-                                   first_order=True, optimizer=adam(c)),
-    "anil": lambda m, p, c: ANIL(m, p, F.cross_entropy, inner_lr=c["inner_lr"],
-                                 inner_steps=c["inner_steps"], optimizer=adam(c)),
-    "metasgd": lambda m, p, c: MetaSGD(m, p, F.cross_entropy, inner_lr=c["inner_lr"],
-                                       inner_steps=c["inner_steps"], optimizer=adam(c)),
-    "reptile": lambda m, p, c: Reptile(m, p, F.cross_entropy, c["inner_lr"], c["inner_steps"],
-                                       outer_lr=c["outer_lr"], inner_optimizer="adam",
-                                       adam_betas=REPTILE_ADAM_BETAS),
-    "protonet": lambda m, p, c: ProtoNet(m, p, optimizer=adam(c)),
+LEARNERS = {     # algo → (model, params, cfg, batched) → learner; the bench builds from it too
+    "maml": lambda m, p, c, batched=True: MAML(m, p, F.cross_entropy, c["inner_lr"], c["inner_steps"],
+                                               optimizer=adam(c), batched=batched),
+    "fomaml": lambda m, p, c, batched=True: MAML(m, p, F.cross_entropy, c["inner_lr"], c["inner_steps"],
+                                                 first_order=True, optimizer=adam(c), batched=batched),
+    "anil": lambda m, p, c, batched=True: ANIL(m, p, F.cross_entropy, inner_lr=c["inner_lr"],
+                                               inner_steps=c["inner_steps"], optimizer=adam(c),
+                                               batched=batched),
+    "metasgd": lambda m, p, c, batched=True: MetaSGD(m, p, F.cross_entropy, inner_lr=c["inner_lr"],
+                                                     inner_steps=c["inner_steps"], optimizer=adam(c),
+                                                     batched=batched),
+    "reptile": lambda m, p, c, batched=True: Reptile(m, p, F.cross_entropy, c["inner_lr"], c["inner_steps"],
+                                                     outer_lr=c["outer_lr"], inner_optimizer="adam",
+                                                     adam_betas=REPTILE_ADAM_BETAS, batched=batched),
+    "protonet": lambda m, p, c, batched=True: ProtoNet(m, p, optimizer=adam(c), batched=batched),
 }
 HEADLESS = ("protonet",)       # learners whose model is an embedding: any ways at test
 
