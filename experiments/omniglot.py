@@ -61,7 +61,6 @@ image whose body features are nearest in cosine similarity (1-nearest neighbour,
 adaptation). The runs come from the evaluation alphabets, so only a ``--split lake`` model
 has never seen their characters (a warning says so for a MAML-split model).
 """
-import argparse
 import hashlib
 import os
 import signal
@@ -80,7 +79,7 @@ from tinymeta.data.omniglot import augment_rotations, lake_split, load_lake_runs
 from tinymeta.models import Conv4
 from tinymeta.optim import Adam
 from tinymeta.tasks.episodic import Episode, EpisodeSampler
-from tinymeta.training import (CHECKPOINT, LinearDecay, StepDecay, RunFolder, Training, UsageError, Validation,
+from tinymeta.training import (ArgumentParser, CHECKPOINT, LinearDecay, StepDecay, RunFolder, Training, UsageError, Validation,
                                mean_ci, meta_test, read_checkpoint, run_main, save_figure, summarize,
                                write_json, CONVENTION)
 from tinymeta.training.config import (Config, ConfigError, Option, boolean, choice, non_negative_int,
@@ -316,7 +315,7 @@ def draw_curves(path, log, cfg):
 # --- commands -------------------------------------------------------------------------------
 
 def train_parser():
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m experiments.omniglot [train]",
         description="Meta-train a Conv4 on few-shot Omniglot. Defaults follow the MAML paper "
                     "(and the Reptile paper for --algo reptile) and depend on --ways; see the "
@@ -332,7 +331,7 @@ def train_parser():
 
 
 def evaluate_parser():
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m experiments.omniglot evaluate",
         description="Evaluate a checkpoint on meta-test tasks (mean accuracy ± 95% CI), or on "
                     "Lake et al.'s 20-way one-shot runs with --lake.")

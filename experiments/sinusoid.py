@@ -33,7 +33,6 @@ and ``<method>/log.csv`` (``tinymeta.training.Training``: atomic, every
 and, last, ``figure2.png`` and ``figure3.png``. A folder that holds a run is only continued
 with ``--resume``; every method then ends bit-identical to an uninterrupted run.
 """
-import argparse
 import dataclasses
 import json
 import sys
@@ -53,7 +52,7 @@ from tinymeta.algorithms import MAML, JointTraining, Reptile
 from tinymeta.models import MLP
 from tinymeta.optim import Adam
 from tinymeta.tasks import SinusoidSampler, SinusoidTasks
-from tinymeta.training import (CONVENTION, Config, ConfigError, RunFolder, Training, UsageError,
+from tinymeta.training import (ArgumentParser, CONVENTION, Config, ConfigError, RunFolder, Training, UsageError,
                                meta_test, run_main, save_figure, summarize, write_json)
 from tinymeta.training.config import Option, choice, non_negative_int, positive_float, positive_int
 
@@ -199,7 +198,7 @@ OPTIONS = {
     "iterations": Option(positive_int, "meta-iterations (meta-batches) of every method", matters=False),
     "seed": Option(non_negative_int, "seed of the initial weights and the training tasks"),
     "methods": Option(method_names, f"methods to train and evaluate, of {', '.join(METHODS)} "
-                      "(space or comma separated)", matters=False),
+                      "(space or comma separated)", matters=False, many=True),
     "dtype": Option(choice("float32", "float64"), "float type"),
     "hidden": Option(widths, "hidden layer widths, e.g. 40,40"),
     "shots": Option(positive_int, "support points K per training task"),
@@ -220,19 +219,11 @@ OPTIONS = {
 CONFIG = Config(OPTIONS, defaults=lambda chosen: configs.load(RECIPE))
 
 
-class Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one ``error:`` line (``run_main``), exit status 2."""
-
-    def error(self, message):
-        raise UsageError(message)
-
-
 def parse_args(argv):
-    p = Parser(prog="python -m experiments.sinusoid",
+    p = ArgumentParser(prog="python -m experiments.sinusoid",
                description="MAML's sinusoid regression experiment (Finn et al. 2017, Figures 2 "
                            f"and 3); defaults: experiments/configs/{RECIPE}.json.")
     CONFIG.add_arguments(p)
-    p._option_string_actions["--methods"].nargs = "+"      # Option has no nargs: --methods a b
     p.add_argument("--out", default="runs/sinusoid", help="output folder (default runs/sinusoid)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--train-only", action="store_true",
