@@ -165,7 +165,7 @@ def test_backward_create_graph_keeps_grad_differentiable():
     np.testing.assert_allclose(gg.data, 6 * x.data, rtol=1e-12)
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=min(10, settings.default.max_examples))
 @given(seed=seeds)
 def test_diamond_graph_accumulates_every_path(seed):
     rng = np.random.default_rng(seed)
@@ -204,7 +204,7 @@ def test_create_graph_results_are_in_the_graph():
     np.testing.assert_allclose(g.data, h.data, rtol=1e-15)
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=min(10, settings.default.max_examples))
 @given(xs=st.lists(st.floats(-3, 3), min_size=1, max_size=4))
 def test_third_derivative_of_x4(xs):
     xv = np.array(xs)

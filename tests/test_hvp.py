@@ -27,8 +27,8 @@ import autograd as ag
 from autograd import Tensor
 from autograd import functional as F
 
-SOME = settings(max_examples=10, deadline=None)
-FEW = settings(max_examples=5, deadline=None)
+SOME = settings(max_examples=min(10, settings.default.max_examples))
+FEW = settings(max_examples=min(5, settings.default.max_examples))
 seeds = st.integers(0, 2**32 - 1)
 EPS = 1e-5
 

@@ -23,8 +23,8 @@ from autograd import Tensor
 
 RTOL = 1e-6
 VAL = dict(rtol=1e-12, atol=1e-12)
-FEW = settings(max_examples=8, deadline=None)
-SOME = settings(max_examples=12, deadline=None)
+FEW = settings(max_examples=min(8, settings.default.max_examples))
+SOME = settings(max_examples=min(12, settings.default.max_examples))
 
 seeds = st.integers(0, 2**32 - 1)
 
