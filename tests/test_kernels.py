@@ -439,6 +439,16 @@ from autograd.kernels import batchnorm_numba as _bn_numba  # noqa: E402
 from autograd.kernels import batchnorm_numpy as _bn_numpy  # noqa: E402
 
 
+def bn_rows(rng, T, C, M, dtype):
+    """x (T, C, M) whose rows have a standard deviation in [0.5, 3] and a mean in [-2, 2].
+    A row whose values nearly coincide (σ → 0) divides the float32 rounding of x − μ, which
+    the two implementations round differently, by σ: drawn freely, about one row in 300 of
+    length 2 broke the 1e-5 below."""
+    z = rng.standard_normal((T, C, M))
+    z = (z - z.mean(axis=2, keepdims=True)) / z.std(axis=2, keepdims=True)
+    return (z * rng.uniform(0.5, 3.0, (T, C, 1)) + rng.uniform(-2.0, 2.0, (T, C, 1))).astype(dtype)
+
+
 @settings(max_examples=min(25, settings.default.max_examples))
 @given(T=st.integers(1, 3), C=st.integers(1, 4), M=st.integers(2, 40),
        dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
@@ -446,7 +456,7 @@ def test_bn_relu_numba_equals_numpy_reference(T, C, M, dtype, seed):
     """The Numba fused batch-norm+ReLU (forward and backward) equals the NumPy reference:
     relative 1e-12 in float64, 1e-5 in float32 (the sums are reassociated)."""
     rng = np.random.default_rng(seed)
-    x = (rng.standard_normal((T, C, M)) * 3 + 1).astype(dtype)
+    x = bn_rows(rng, T, C, M, dtype)
     gamma = rng.standard_normal((T, C)).astype(dtype)
     beta = rng.standard_normal((T, C)).astype(dtype)
     gy = rng.standard_normal((T, C, M)).astype(dtype)
@@ -474,7 +484,7 @@ def test_bn_relu_double_backward_numba_equals_numpy_reference(T, C, M, dtype, se
     the row once, the reference in several passes), 1e-4 in float32 against the largest
     entry (the reference works in float64, the kernel in the input dtype)."""
     rng = np.random.default_rng(seed)
-    x = (rng.standard_normal((T, C, M)) * 3 + 1).astype(dtype)
+    x = bn_rows(rng, T, C, M, dtype)
     gamma = rng.standard_normal((T, C)).astype(dtype)
     beta = rng.standard_normal((T, C)).astype(dtype)
     gy = rng.standard_normal((T, C, M)).astype(dtype)
