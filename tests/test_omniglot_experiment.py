@@ -221,3 +221,63 @@ def test_missing_data_is_reported_without_traceback(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+
+
+def _copy_checkpoint_with(src, dst, arrays_change=None, meta_change=None):
+    arrays, meta = checkpoint.load(src)
+    if arrays_change:
+        arrays_change(arrays)
+    if meta_change:
+        meta_change(meta)
+    checkpoint.save(dst, arrays, meta)
+    return dst
+
+
+def test_evaluate_refuses_non_finite_parameters(runs, tmp_path, capsys):
+    def poison(arrays):
+        arrays["params/w_head"] = np.full_like(arrays["params/w_head"], np.nan)
+    bad = _copy_checkpoint_with(runs["whole"] / "checkpoint.npz", tmp_path / "nan.npz", poison)
+    code, out, err = run_main(["evaluate", bad, "--out", tmp_path / "ev"], capsys)
+    assert code == 2 and "['w_head'] are not finite" in err and "%" not in out
+
+
+def test_evaluate_on_changed_data_warns_and_records_it(runs, data_dir, tmp_path, capsys):
+    def other_data(meta):
+        meta["data"] = "0" * 64
+    ckpt = _copy_checkpoint_with(runs["whole"] / "checkpoint.npz", tmp_path / "c.npz", meta_change=other_data)
+    code, out, err = run_main(["evaluate", ckpt, "--tasks", 2, "--data-dir", data_dir, "--quiet",
+                               "--out", tmp_path / "ev"], capsys)
+    assert code == 0, err
+    assert "warning: the data differ from those the checkpoint was trained on" in err
+    assert "data differ" in json.loads((tmp_path / "ev" / "evaluation.json").read_text())["data_warning"]
+
+
+def test_bad_environment_settings_are_one_line(tmp_path):
+    env = dict(os.environ, TINYMETA_KERNELS="bogus")
+    result = subprocess.run([sys.executable, "-m", "experiments.omniglot", "--help"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "TINYMETA_KERNELS='bogus'" in result.stderr
+
+
+def test_protonet_trains_and_evaluates_at_other_ways(data_dir, tmp_path, capsys):
+    out = tmp_path / "proto"
+    code, _, err = run_main(["--algo", "protonet", "--ways", 10, "--iterations", 2, "--filters", 8,
+                             "--val-tasks", 2, "--checkpoint-every", 2, "--quiet", "--out", out,
+                             "--data-dir", data_dir], capsys)
+    assert code == 0, err
+    arrays, meta = checkpoint.load(out / "checkpoint.npz")
+    assert "params/w_head" not in arrays and meta["config"]["test_ways"] == 5
+    code, text, err = run_main(["evaluate", out / "checkpoint.npz", "--ways", 20, "--shots", 1,
+                                "--tasks", 3, "--data-dir", data_dir, "--out", tmp_path / "ev"], capsys)
+    assert code == 0, err
+    assert "20-way 1-shot test accuracy (protonet" in text
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "experiments" / "configs").glob("omniglot_*.json")),
+                         ids=lambda p: p.stem)
+def test_every_shipped_recipe_resolves(recipe):
+    args = omniglot.train_parser().parse_args(["--config", str(recipe)])
+    cfg = omniglot.CONFIG.resolve(args)
+    assert cfg["algo"] in omniglot.ALGOS and cfg["iterations"] >= 10000
