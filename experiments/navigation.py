@@ -47,8 +47,6 @@ average return of 40 trajectories after 0, 1, …, ``--eval-steps`` (3) policy-g
 mean ± 95% CI over the goals (``tinymeta.training.stats``). ``figure`` evaluates the four
 methods on the same goals and draws Figure 4 beside the official code's numbers.
 """
-import argparse
-import json
 import os
 import signal
 import time
@@ -58,10 +56,11 @@ import numpy as np
 
 from autograd import backend
 from autograd.allocator import reuse_large_allocations
+from experiments import configs
 from tinymeta import checkpoint
 from tinymeta.algorithms import MAMLRL
 from tinymeta.rl import GaussianMLPPolicy, GoalSampler, PointNavigation, TRPO
-from tinymeta.training import (CHECKPOINT, CONVENTION, RunFolder, Training, UsageError, Validation, mean_ci,
+from tinymeta.training import (ArgumentParser, CHECKPOINT, CONVENTION, RunFolder, Training, UsageError, Validation, mean_ci,
                                meta_test, read_checkpoint, run_main, save_figure, summarize, write_json)
 from tinymeta.training.config import (Config, ConfigError, Option, boolean, choice, non_negative_int,
                                       positive_float, positive_int)
@@ -79,8 +78,8 @@ KILL_ENV = "TINYMETA_NAVIGATION_KILL_AFTER_CHECKPOINT"
 
 # --- configurations -------------------------------------------------------------------------
 
-RECIPES = Path(__file__).with_name("configs")
-PAPER = {k: v for k, v in json.loads((RECIPES / "navigation_maml.json").read_text()).items() if k != "comment"}
+RECIPES = configs.FOLDER
+PAPER = configs.load("navigation_maml")
 RUN_DEFAULTS = {"seed": 0, "val_every": 10, "val_tasks": 40, "checkpoint_every": 10}
 
 OPTIONS = {
@@ -231,7 +230,7 @@ def draw_figure4(path, results, steps):
 # --- commands -------------------------------------------------------------------------------
 
 def train_parser():
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m experiments.navigation [train]",
         description="Meta-train a Gaussian MLP policy on 2D navigation with MAML (or the pretrained "
                     "and oracle baselines). Defaults follow the MAML paper; see the module docstring.")
@@ -315,7 +314,7 @@ def test_returns(learner, goals, seed, steps, inner_lr=None, later_inner_lr=None
 
 
 def evaluate_parser():
-    p = argparse.ArgumentParser(prog="python -m experiments.navigation evaluate",
+    p = ArgumentParser(prog="python -m experiments.navigation evaluate",
                                 description="Average return after 0..k policy-gradient steps on test "
                                             "goals (mean ± 95% CI over the goals).")
     p.add_argument("checkpoint", help="a checkpoint.npz written by training")
@@ -359,7 +358,7 @@ def evaluate(args):
 
 
 def figure_parser():
-    p = argparse.ArgumentParser(prog="python -m experiments.navigation figure",
+    p = ArgumentParser(prog="python -m experiments.navigation figure",
                                 description="Figure 4: MAML, pretrained, random initialisation and oracle "
                                             "on the same test goals.")
     p.add_argument("--maml", default=str(SHIPPED / "navigation_maml.npz"), help="MAML checkpoint")

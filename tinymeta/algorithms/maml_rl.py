@@ -126,7 +126,7 @@ class MAMLRL(MetaLearner):
             inner.append(self.loss_data(episodes))
             fast = detached(self.policy_gradient_step(fast, inner[-1], self.inner_lr, create_graph=False))
         last = self.sample(fast, batch, generators, self.trajectories)
-        return Exploration(inner, first or last, last, self.loss_data(last))
+        return Exploration(inner, last if first is None else first, last, self.loss_data(last))
 
     # --- the meta-objective -------------------------------------------------------------
     def adapted(self, params, exploration, create_graph):
