@@ -104,7 +104,7 @@ def test_figure_evaluates_the_four_methods_on_the_same_goals(runs, tmp_path, cap
     code, out, err = run_main(["figure", "--maml", root / "whole" / "checkpoint.npz",
                                "--pretrained", root / "pretrained" / "checkpoint.npz",
                                "--oracle", root / "oracle" / "checkpoint.npz", "--goals", 4, "--eval-steps", 2,
-                               "--out", tmp_path / "fig"], capsys)
+                               "--pretrained-lr", 0.02, "--out", tmp_path / "fig"], capsys)
     assert code == 0, err
     results = json.loads((tmp_path / "fig" / "results.json").read_text())
     assert list(results["methods"]) == ["maml", "pretrained", "random", "oracle"]
@@ -112,6 +112,9 @@ def test_figure_evaluates_the_four_methods_on_the_same_goals(runs, tmp_path, cap
         assert len(results["methods"][name]["return"]["mean"]) == 3
     assert len(results["methods"]["oracle"]["return"]["mean"]) == 1
     assert results["methods"]["random"]["iteration"] == 0
+    pretrained, maml = results["methods"]["pretrained"], results["methods"]["maml"]
+    assert (pretrained["inner_lr"], pretrained["later_inner_lr"]) == (0.02, 0.02)
+    assert (maml["inner_lr"], maml["later_inner_lr"]) == (0.1, 0.05)
     assert (tmp_path / "fig" / "figure4.png").stat().st_size > 1000
 
 
