@@ -50,7 +50,7 @@ many.
 
 The BLAS runs one thread unless the user set a count (``experiments.one_blas_thread``, run
 when the package is imported), as in the experiments: on the 2-core machine a threaded BLAS
-fights Numba's threads (see ``autograd.kernels._set_numba_threads``). The matmul peak is
+fights Numba's threads (see ``autograd.settings``). The matmul peak is
 then a one-thread peak too; the JSON records the settings.
 """
 import argparse
@@ -72,7 +72,7 @@ from autograd.allocator import reuse_large_allocations
 import numpy as np
 
 import autograd
-from autograd import backend, kernels
+from autograd import backend, kernels, settings
 from autograd import functional as F
 from autograd.ops import linalg
 
@@ -241,34 +241,19 @@ def measure_interleaved(steps, warmup, rounds):
     return out, paired
 
 
-@contextmanager
 def using_kernels(name):
-    before = kernels.kernels_name()
-    got = kernels.set_kernels(name)
-    try:
-        yield got
-    finally:
-        kernels.set_kernels(before)
+    return settings.using(kernels=name)
 
 
 def numba_threads():
-    try:
-        import numba
-        return numba.get_num_threads()
-    except Exception:
-        return None
+    return settings.current()["numba_threads"]
 
 
 @contextmanager
 def using_numba_threads(n):
-    import numba
-    before = numba.get_num_threads()
-    n = max(1, min(n, numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(n)
-    try:
+    n = max(1, min(n, kernels.numba_pool_size()))
+    with settings.using(numba_threads=n):
         yield n
-    finally:
-        numba.set_num_threads(before)
 
 
 # ------------------------------------------------------------------------- workloads
@@ -431,7 +416,8 @@ class Bench:
             self.cases["hvp_omniglot.hvp"] = dict(h, dtype="float32", meta_batch=None, batched=None,
                                                   config=f"hvp of Conv4 CE, {self.S['hvp_batch']} images")
         elif name == "kernels_numpy_vs_numba":
-            with using_kernels("numba") as got:
+            with using_kernels("numba"):
+                got = kernels.kernels_name()
                 fast = self.conv("omniglot", "maml", np.float32)
             with using_kernels("numpy"):
                 slow = self.conv("omniglot", "maml", np.float32)
