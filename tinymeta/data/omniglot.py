@@ -239,7 +239,8 @@ def load_omniglot(data_dir: Optional[PathLike] = None, size: int = 28, cache: bo
         if not path.is_file():
             raise DataError(
                 f"Omniglot file not found: {path} (expected {', '.join(SOURCE_FILES.values())} "
-                f"in {folder})."
+                f"in {folder}; make them from the official zips with: python -m tinymeta.data.prepare "
+                f"omniglot ZIP_DIR --out {folder.parent})."
             )
 
     cache_path = _cache_file(source_paths, size) if cache else None
