@@ -87,7 +87,8 @@ def load_cifarfs(data_dir: Optional[PathLike] = None, size: int = RAW_SIZE,
             owner[name] = path.name
         splits[split] = _gather(names, class_names, pixels, labels, size)
         if len(names) != STANDARD_CLASSES[split]:
-            warnings.warn(f"{path} lists {len(names)} classes; Bertinetto et al.'s {split} split has {STANDARD_CLASSES[split]}.")
+            warnings.warn(f"{path} lists {len(names)} classes; Bertinetto et al.'s {split} split "
+                          f"has {STANDARD_CLASSES[split]}.")
 
     files = [pathlib.Path(s) for s in sources] + list(split_paths.values())
     digest = fingerprint("cifarfs", [(f"{p.parent.name}/{p.name}", file_sha256(p)) for p in files])
@@ -108,7 +109,8 @@ def _read_cifar100(folder: pathlib.Path) -> Tuple[Dict[str, Any], List[str]]:
                     except KeyError:
                         handle = None
                     if handle is None:
-                        raise DataError(f"{archive} has no file {name}; is it the CIFAR-100 python archive ({DOWNLOAD})?")
+                        raise DataError(f"{archive} has no file {name}; is it the CIFAR-100 python "
+                                        f"archive ({DOWNLOAD})?")
                     tables[member] = _as_dict(load_pickle(handle, f"{archive}: {name}"), f"{archive}: {name}")
         except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
             raise DataError(f"{archive} is not a readable .tar.gz ({err}); download it again from {DOWNLOAD}.") from err
@@ -142,11 +144,13 @@ def _names(names: Any, where: str, what: str) -> List[str]:
 def _images_and_labels(table: Dict[str, Any], where: str, n_classes: int) -> Tuple[np.ndarray, np.ndarray]:
     """uint8 ``[N, 3, 32, 32]`` and int64 fine labels ``[N]``."""
     data, fine = table.get("data"), table.get("fine_labels")
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * RAW_SIZE ** 2:
+    row = 3 * RAW_SIZE * RAW_SIZE  # red, green and blue planes, one after another
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != row:
         raise DataError(f"{where}: 'data' is {type(data).__name__} {getattr(data, 'dtype', '')} "
-                        f"{getattr(data, 'shape', '')}; expected uint8 [N, {3 * RAW_SIZE ** 2}].")
+                        f"{getattr(data, 'shape', '')}; expected uint8 [N, {row}].")
     fine = np.asarray(fine) if fine is not None else np.zeros(0)
-    if len(data) == 0 or fine.shape != (len(data),) or fine.dtype.kind not in "iu" or fine.min() < 0 or fine.max() >= n_classes:
+    well_formed = len(data) > 0 and fine.shape == (len(data),) and fine.dtype.kind in "iu"
+    if not well_formed or fine.min() < 0 or fine.max() >= n_classes:
         raise DataError(f"{where}: 'fine_labels' must hold {len(data)} class numbers in [0, {n_classes}).")
     return data.reshape(len(data), 3, RAW_SIZE, RAW_SIZE), fine.astype(np.int64)
 
@@ -183,10 +187,13 @@ def _read_split_file(path: pathlib.Path, class_names: List[str]) -> List[str]:
     return names
 
 
-def _gather(names: List[str], class_names: List[str], pixels: np.ndarray, labels: np.ndarray, size: int) -> ImageClasses:
+def _gather(names: List[str], class_names: List[str], pixels: np.ndarray, labels: np.ndarray,
+            size: int) -> ImageClasses:
+    """The images of the classes ``names``, class after class, resized."""
     rows = [np.flatnonzero(labels == class_names.index(name)) for name in names]
     counts = np.array([len(r) for r in rows], dtype=np.int64)
     if not counts.all():
-        raise DataError(f"CIFAR-100 has no images of class {names[int(np.argmin(counts))]!r}; the archive looks incomplete.")
+        missing = names[int(np.argmin(counts))]
+        raise DataError(f"CIFAR-100 has no images of class {missing!r}; the archive looks incomplete.")
     images = resize_area(np.ascontiguousarray(pixels[np.concatenate(rows)]), size)
     return ImageClasses(tuple(names), counts, images)

@@ -33,7 +33,8 @@ import numpy as np
 
 from tinymeta.data.classes import ImageClasses
 from tinymeta.data.files import fingerprint, write_npz_atomically
-from tinymeta.data.images import GREY_MODES, check_size, decode_image, image_mode, image_shape, resize_area, to_channels_first
+from tinymeta.data.images import (GREY_MODES, check_size, decode_image, image_mode, image_shape, resize_area,
+                                  to_channels_first)
 from tinymeta.data.paths import DataError, PathLike, cache_dir
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")

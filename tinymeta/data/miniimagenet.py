@@ -42,6 +42,7 @@ IMAGES_FOLDER = "images"
 #: Ravi & Larochelle's split (other counts load with a warning).
 STANDARD_CLASSES = {"train": 64, "val": 16, "test": 20}
 RAW_SIZE = 84
+_PICKLE_CONTENT = "a dict with image_data uint8 [N, H, W, 3] and class_dict {class name: [indices]}"
 _LAYOUTS = (
     f"pickle: {', '.join(PICKLE_FILES.values())}; or csv: {IMAGES_FOLDER}/ with {', '.join(CSV_FILES.values())}"
 )
@@ -51,7 +52,8 @@ def miniimagenet_dir(data_dir: Optional[PathLike] = None) -> pathlib.Path:
     """Return ``<data dir>/miniimagenet``, checking that it exists."""
     folder = resolve_data_dir(data_dir) / "miniimagenet"
     if not folder.is_dir():
-        raise DataError(f"No miniimagenet/ folder in the data folder {folder.parent}; expected one holding ({_LAYOUTS}).")
+        raise DataError(f"No miniimagenet/ folder in the data folder {folder.parent}; "
+                        f"expected one holding ({_LAYOUTS}).")
     return folder
 
 
@@ -87,7 +89,8 @@ def load_miniimagenet(data_dir: Optional[PathLike] = None, size: int = RAW_SIZE,
         paths = [folder / PICKLE_FILES[split] for split in SPLITS]
         for path in paths:
             if not path.is_file():
-                raise DataError(f"mini-ImageNet file not found: {path} (the pickle layout needs {', '.join(PICKLE_FILES.values())}).")
+                raise DataError(f"mini-ImageNet file not found: {path} "
+                                f"(the pickle layout needs {', '.join(PICKLE_FILES.values())}).")
         splits = {split: _read_pickle_split(path, size) for split, path in zip(SPLITS, paths)}
         digest = fingerprint("miniimagenet", [(path.name, file_sha256(path)) for path in paths])
         sources = [str(path) for path in paths]
@@ -103,30 +106,19 @@ def load_miniimagenet(data_dir: Optional[PathLike] = None, size: int = RAW_SIZE,
 
 
 def _read_pickle_split(path: pathlib.Path, size: int) -> ImageClasses:
-    expected = "a dict with image_data uint8 [N, H, W, 3] and class_dict {class name: [indices]}"
-    try:
-        with open(path, "rb") as f:
-            data = load_pickle(f, str(path))
-    except OSError as err:
-        raise DataError(f"Cannot read {path} ({err}).") from err
-    if not isinstance(data, dict) or "image_data" not in data or "class_dict" not in data:
-        found = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
-        raise DataError(f"{path} holds {found}; expected {expected}.")
+    """One ``mini-imagenet-cache-<split>.pkl``: classes sorted by name, images in ``class_dict`` order."""
+    data = _load_checked_pickle(path)
     pixels, class_dict = data["image_data"], data["class_dict"]
-    if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[3] != 3:
-        shape = getattr(pixels, "shape", None)
-        raise DataError(f"{path}: image_data is {type(pixels).__name__} {getattr(pixels, 'dtype', '')} {shape}; expected {expected}.")
-    if not isinstance(class_dict, dict) or not class_dict:
-        raise DataError(f"{path}: class_dict is {type(class_dict).__name__} of length {len(class_dict) if hasattr(class_dict, '__len__') else '?'}; expected {expected}.")
-
     names = sorted(class_dict)
     indices = []
     for name in names:
         index = np.asarray(class_dict[name])
-        if not isinstance(name, str) or index.ndim != 1 or index.size == 0 or index.dtype.kind not in "iu":
-            raise DataError(f"{path}: class_dict[{name!r}] is not a non-empty list of image indices; expected {expected}.")
+        if index.ndim != 1 or index.size == 0 or index.dtype.kind not in "iu":
+            raise DataError(f"{path}: class_dict[{name!r}] is not a non-empty list of image indices; "
+                            f"expected {_PICKLE_CONTENT}.")
         if index.min() < 0 or index.max() >= len(pixels):
-            raise DataError(f"{path}: class_dict[{name!r}] has index {int(index.max())} outside image_data's {len(pixels)} images.")
+            raise DataError(f"{path}: class_dict[{name!r}] has index {int(index.max())} outside "
+                            f"image_data's {len(pixels)} images.")
         indices.append(index)
     used = np.bincount(np.concatenate(indices), minlength=len(pixels))
     if (used > 1).any():
@@ -141,13 +133,34 @@ def _read_pickle_split(path: pathlib.Path, size: int) -> ImageClasses:
     return ImageClasses(tuple(names), np.array([len(i) for i in indices], dtype=np.int64), images)
 
 
+def _load_checked_pickle(path: pathlib.Path) -> dict:
+    """The pickle's dict, with ``image_data`` uint8 ``[N, H, W, 3]`` and a non-empty ``class_dict``."""
+    try:
+        with open(path, "rb") as f:
+            data = load_pickle(f, str(path))
+    except OSError as err:
+        raise DataError(f"Cannot read {path} ({err}).") from err
+    if not isinstance(data, dict) or "image_data" not in data or "class_dict" not in data:
+        found = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
+        raise DataError(f"{path} holds {found}; expected {_PICKLE_CONTENT}.")
+    pixels, class_dict = data["image_data"], data["class_dict"]
+    if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[3] != 3:
+        found = f"{type(pixels).__name__} {getattr(pixels, 'dtype', '')} {getattr(pixels, 'shape', '')}"
+        raise DataError(f"{path}: image_data is {found}; expected {_PICKLE_CONTENT}.")
+    if not isinstance(class_dict, dict) or not class_dict or not all(isinstance(k, str) for k in class_dict):
+        raise DataError(f"{path}: class_dict is an empty or non-dict {type(class_dict).__name__} or has non-string keys; "
+                        f"expected {_PICKLE_CONTENT}.")
+    return data
+
+
 # -------------------------------------------------------------------------------- CSVs
 
 
 def _load_csv_layout(folder: pathlib.Path, size: int, cache: bool):
     images_dir = folder / IMAGES_FOLDER
     if not images_dir.is_dir():
-        raise DataError(f"mini-ImageNet folder not found: {images_dir} (the csv layout needs {IMAGES_FOLDER}/ and {', '.join(CSV_FILES.values())}).")
+        raise DataError(f"mini-ImageNet folder not found: {images_dir} "
+                        f"(the csv layout needs {IMAGES_FOLDER}/ and {', '.join(CSV_FILES.values())}).")
     splits, digests, sources = {}, [], []
     for split in SPLITS:
         path = folder / CSV_FILES[split]
@@ -171,7 +184,8 @@ def _read_csv(path: pathlib.Path, images_dir: pathlib.Path):
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise DataError(f"Cannot read {path} as CSV ({err}).") from err
     if not rows or [cell.strip() for cell in rows[0]] != ["filename", "label"]:
-        raise DataError(f"{path}: the first line is {rows[0] if rows else 'missing'}; expected the header filename,label.")
+        first = rows[0] if rows else "missing"
+        raise DataError(f"{path}: the first line is {first}; expected the header filename,label.")
     groups: Dict[str, List[pathlib.Path]] = {}
     for line, row in enumerate(rows[1:], start=2):
         if not row:

@@ -96,7 +96,8 @@ def load_splits(dataset: str, data_dir: Optional[PathLike] = None, image_size: O
     return _splits(dataset, parts, digest, sources, {"image_size": size, **chosen})
 
 
-def _splits(dataset: str, parts: Dict[str, "Named"], digest: str, sources: List[str], options: Dict[str, Any]) -> Splits:
+def _splits(dataset: str, parts: Dict[str, Any], digest: str, sources: List[str], options: Dict[str, Any]) -> Splits:
+    """Assemble :class:`Splits`; ``parts[split]`` has ``names`` and ``by_class()``."""
     by_class = {split: parts[split].by_class() for split in SPLIT_NAMES}
     shapes = set().union(*(_image_shapes(by_class[split]) for split in SPLIT_NAMES))
     if len(shapes) > 1:
@@ -213,7 +214,8 @@ def _folder_presplit(root, size, channels, min_images, cache):
         empty = parts["train"].images[:0]
         parts["val"] = ImageClasses((), np.zeros(0, dtype=np.int64), empty)
     if min_images is not None:
-        parts = {split: classes.without_small_classes(min_images, str(root / split)) for split, classes in parts.items()}
+        parts = {split: classes.without_small_classes(min_images, str(root / split))
+                 for split, classes in parts.items()}
     return parts, fingerprint("folder", digests.items()), [str(root / split) for split in digests]
 
 
