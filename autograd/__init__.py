@@ -17,3 +17,4 @@ from .derivatives import hvp, jvp, vjp
 from .gradcheck import gradcheck, gradgradcheck, GradcheckError
 from . import functional
 from .hvpcheck import check_hvp, HVPCheckError, HVPReport
+from .drawing import draw
