@@ -115,6 +115,20 @@ def test_directional_mode_passes_correct_vector_valued_functions_to_second_order
     assert ag.gradgradcheck(layer, [X, W, b], directions=3) <= 1e-6
 
 
+def test_both_checkers_accept_a_function_that_takes_gradients_itself():
+    """A one-step MAML meta-loss on a tanh layer: gradgradcheck differentiates it twice."""
+    rng = np.random.default_rng(0)
+    xs, ys, xq, yq = (rng.standard_normal((4, 2)) for _ in range(4))
+
+    def meta_loss(w):
+        inner = ag.grad(F.mse_loss(ag.tanh(F.linear(Tensor(xs), w)), ys), w, create_graph=True)
+        return F.mse_loss(ag.tanh(F.linear(Tensor(xq), w - 0.5 * inner)), yq)
+    w = rng.standard_normal((2, 2))
+    for directions in (None, 3):
+        assert ag.gradcheck(meta_loss, [w], directions=directions) <= 1e-6
+        assert ag.gradgradcheck(meta_loss, [w], directions=directions) <= 1e-6
+
+
 def test_directions_are_unit_vectors_so_the_error_matches_the_element_wise_one():
     # The wrong factor 3 vs 2 gives relative error 1/3 entry by entry and along every direction.
     entry = ag.gradcheck(lambda x: WrongSquare()(x), [X], raise_exception=False)
