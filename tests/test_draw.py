@@ -197,3 +197,30 @@ def test_bad_arguments_are_one_sentence_each(tmp_path):
         ag.draw(np.ones(2))
     with pytest.raises(ValueError, match="draw: the graph has 4 nodes, more than max_nodes=3"):
         ag.draw(y, max_nodes=3)
+
+
+# ----------------------------------------------------------------------------- the walkthrough
+@pytest.mark.parametrize("graphviz", ["as installed", "hidden"])
+def test_the_walkthrough_runs_top_to_bottom_and_writes_its_page(tmp_path, graphviz):
+    import os
+    import sys
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[1] / "docs" / "walkthrough.py"
+    env = dict(os.environ, PATH="") if graphviz == "hidden" else None      # no `dot` on PATH
+    done = subprocess.run([sys.executable, str(script), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr
+    page = (tmp_path / "walkthrough.md").read_text()
+    for heading in ("## 1. A gradient", "## 2. A Hessian-vector product", "## 3. Checking the HVP",
+                    "## 4. A MAML meta-gradient", "## 5. Checking the meta-gradient itself"):
+        assert heading in page
+    identity = re.search(r"^largest \|g_MAML - \(g_FO - α H_s g_FO\)\| entry: (\S+)$", page, re.M)
+    assert identity and float(identity.group(1)) < 1e-12          # exact up to rounding
+    assert "check_hvp: gradient_difference failed" in page         # the raw-array example fails
+    names = ("tanh_forward", "tanh_backward", "square_good", "square_raw", "maml_inner_step")
+    for name in names:
+        assert (tmp_path / "img" / f"{name}.dot").is_file()
+        if graphviz == "as installed" and shutil.which("dot"):
+            assert f"](img/{name}.svg)" in page and (tmp_path / "img" / f"{name}.svg").is_file()
+        else:
+            assert f"dot -Tsvg img/{name}.dot" in page
