@@ -74,6 +74,40 @@ def _walk(roots):
     return nodes, ends
 
 
+def _end_line(name, t, forward):
+    """A leaf (green ellipse, its name) or a constant (grey text; orange when the backward
+    pass made it), as one DOT line."""
+    if t.requires_grad:
+        label = f"{t.name or 'leaf'}\n{_shape(t)}"
+        style = f'shape=ellipse, style=filled, fillcolor="{LEAF}"'
+    else:
+        value = f"{t.data.item():.4g}" if t.size == 1 else _shape(t)
+        label = f"{t.name + ' ' if t.name else ''}const {value}"
+        style = f'shape=plaintext, fontsize=9, fontcolor="{"grey40" if forward else "#c0561a"}"'
+    return f'  {name} [label="{_escape(label)}", {style}];'
+
+
+def _node_line(name, node, forward):
+    """An op node: its name, its numbers, each output's shape and dtype, as one DOT line."""
+    head = " ".join(filter(None, [node.name, _numbers(node)]))
+    shapes = [f"[{k}] {_shape(t)}" if node.several else _shape(t) for k, t in enumerate(_outputs(node))]
+    freed = ["(inputs freed by backward)"] if node.inputs is None else []
+    label = "\n".join([head] + shapes + freed)
+    return (f'  {name} [label="{_escape(label)}", shape=box, style="rounded,filled", '
+            f'fillcolor="{FORWARD if forward else BACKWARD}"];')
+
+
+def _source(x):
+    """(id of what drew Tensor x: its creator or x itself, the edge's port label)."""
+    node = x.creator
+    if node is None:
+        return id(x), ""
+    if not node.several:
+        return id(node), ""
+    index = next(k for k, t in enumerate(_outputs(node)) if t is x)
+    return id(node), f' [label="[{index}]", fontsize=9]'
+
+
 def to_dot(outputs, base=None, title=None, max_nodes=2000):
     """The DOT text of the graph behind ``outputs`` (see ``draw``)."""
     roots = _as_list(outputs)
@@ -85,58 +119,29 @@ def to_dot(outputs, base=None, title=None, max_nodes=2000):
         raise ValueError(f"draw: the graph has {len(nodes) + len(ends)} nodes, more than "
                          f"max_nodes={max_nodes}; pass a larger max_nodes or draw a smaller part")
     forward_nodes, forward_ends = _walk(_as_list(base)) if base is not None else (nodes, ends)
-    names = {}
+    names = {}                                               # id → n0, n1, … in drawing order
 
     def name_of(key):
         return names.setdefault(key, f"n{len(names)}")
 
-    lines = ["digraph autograd {", '  rankdir=TB;', '  node [fontname="Helvetica", fontsize=11];',
-             '  edge [arrowsize=0.7];']
-    for key, t in ends.items():
-        if t.requires_grad:
-            label = f"{t.name or 'leaf'}\n{_shape(t)}"
-            style = f'shape=ellipse, style=filled, fillcolor="{LEAF}"'
-        else:
-            value = f"{t.data.item():.4g}" if t.size == 1 else _shape(t)
-            label = f"{t.name + ' ' if t.name else ''}const {value}"
-            colour = "grey40" if key in forward_ends else "#c0561a"
-            style = f'shape=plaintext, fontsize=9, fontcolor="{colour}"'
-        lines.append(f'  {name_of(key)} [label="{_escape(label)}", {style}];')
-    for key, node in nodes.items():
-        head = " ".join(filter(None, [node.name, _numbers(node)]))
-        outs = _outputs(node)
-        shapes = "\n".join(f"[{k}] {_shape(t)}" if node.several else _shape(t) for k, t in enumerate(outs))
-        label = f"{head}\n{shapes}" + ("\n(inputs freed by backward)" if node.inputs is None else "")
-        fill = FORWARD if key in forward_nodes else BACKWARD
-        lines.append(f'  {name_of(key)} [label="{_escape(label)}", shape=box, '
-                     f'style="rounded,filled", fillcolor="{fill}"];')
-    def tail(x):
-        """The DOT name of where Tensor x comes from, and which output it is."""
-        source = x.creator
-        if source is None:
-            return name_of(id(x)), ""
-        if not source.several:
-            return name_of(id(source)), ""
-        index = next(k for k, t in enumerate(_outputs(source)) if t is x)
-        return name_of(id(source)), f' [label="[{index}]", fontsize=9]'
-
+    lines = ["digraph autograd {", "  rankdir=TB;", '  node [fontname="Helvetica", fontsize=11];',
+             "  edge [arrowsize=0.7];"]
+    lines += [_end_line(name_of(k), t, k in forward_ends) for k, t in ends.items()]
+    lines += [_node_line(name_of(k), node, k in forward_nodes) for k, node in nodes.items()]
     for key, node in nodes.items():
         for x in node.inputs or ():
-            source, port = tail(x)
-            lines.append(f"  {source} -> {name_of(key)}{port};")
+            source, port = _source(x)
+            lines.append(f"  {name_of(source)} -> {name_of(key)}{port};")
     for k, t in enumerate(roots):
-        out = f"out{k}"
         label = f"{t.name or 'output' + (f' {k}' if len(roots) > 1 else '')}\n{_shape(t)}"
-        lines.append(f'  {out} [label="{_escape(label)}", shape=ellipse, peripheries=2];')
-        source, port = tail(t)
-        lines.append(f"  {source} -> {out}{port};")
-    legend = ("blue: the forward pass; orange: recorded by grad(..., create_graph=True)"
-              if base is not None else "")
-    caption = "\n".join(filter(None, [title, legend]))
+        source, port = _source(t)
+        lines.append(f'  out{k} [label="{_escape(label)}", shape=ellipse, peripheries=2];')
+        lines.append(f"  {name_of(source)} -> out{k}{port};")
+    legend = "blue: the forward pass; orange: recorded by grad(..., create_graph=True)"
+    caption = "\n".join(filter(None, [title, legend if base is not None else None]))
     if caption:
         lines.append(f'  label="{_escape(caption)}"; labelloc=b; fontname="Helvetica"; fontsize=11;')
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ["}"]) + "\n"
 
 
 def _write_atomically(path, data):

@@ -62,6 +62,7 @@ The finite-difference properties need float64 inputs: in float32 the rounding te
 grow by ε₃₂/ε₆₄ ≈ 5e8 and swamp any bug. Keep x at least 2h (hessian: 4·``hessian_h``) away
 from kinks (ReLU at 0, ties in max); no finite difference is meaningful across one.
 """
+from collections import namedtuple
 from dataclasses import dataclass
 
 import numpy
@@ -75,6 +76,8 @@ FINITE_DIFFERENCE = ("gradient_difference", "hessian")
 BOUNDS = {"float64": {"symmetry": 1e-8, "linearity": 1e-8, "gradient_difference": 1e-6, "hessian": 1e-5},
           "float32": {"symmetry": 1e-3, "linearity": 1e-3}}
 TINY = numpy.finfo(numpy.float64).tiny     # keeps 0 / 0 at 0 when everything vanishes
+
+_Pair = namedtuple("_Pair", "u v hu hv a b")  # two unit directions, H at each, two numbers
 
 
 class HVPCheckError(AssertionError):
@@ -134,7 +137,9 @@ class HVPReport:
 # A "vector" is a list of host arrays, one per input: the point x, the directions, H v.
 
 def _dot(us, vs):
-    return float(sum(numpy.vdot(u.astype(numpy.float64), v.astype(numpy.float64)) for u, v in zip(us, vs)))
+    """Σ uᵀv over the inputs, accumulated in float64 whatever the inputs' dtype."""
+    return float(sum(numpy.vdot(u.astype(numpy.float64), v.astype(numpy.float64))
+                     for u, v in zip(us, vs)))
 
 
 def _norm(us):
@@ -173,7 +178,7 @@ class _Point:
     def __init__(self, f, arrays):
         self.xs = [Tensor(backend.from_numpy(a), requires_grad=True) for a in arrays]
         y = _scalar_output(f(*self.xs))
-        self.value = float(backend.to_numpy(y.data))
+        self.value = backend.to_numpy(y.data).item()
         gs = grad(y, self.xs, create_graph=True, allow_unused=True)        # ∇f, recorded
         self.gradient = [numpy.zeros_like(a) if g is None else backend.to_numpy(g.data).copy()
                          for g, a in zip(gs, arrays)]
@@ -202,7 +207,7 @@ def _value(f, arrays):
     """f(x) as a float. The inputs still require grad: f may take gradients itself (a MAML
     inner step), as it does at the point being checked."""
     xs = [Tensor(backend.from_numpy(a), requires_grad=True) for a in arrays]
-    return float(backend.to_numpy(_scalar_output(f(*xs)).data))
+    return backend.to_numpy(_scalar_output(f(*xs)).data).item()
 
 
 def _gradient(f, arrays):
@@ -212,27 +217,28 @@ def _gradient(f, arrays):
 
 
 # ----------------------------------------------------------------------------- properties
-def _symmetry(point, pairs):
+def _symmetry(pairs):
     worst = 0.0
-    for u, v, hu, hv, _ in pairs:
-        scale = max(_norm(u) * _norm(hv) + _norm(v) * _norm(hu), TINY)
-        worst = max(worst, abs(_dot(u, hv) - _dot(v, hu)) / scale)           # uᵀHv = vᵀHu
+    for p in pairs:
+        scale = max(_norm(p.u) * _norm(p.hv) + _norm(p.v) * _norm(p.hu), TINY)
+        worst = max(worst, abs(_dot(p.u, p.hv) - _dot(p.v, p.hu)) / scale)   # uᵀHv = vᵀHu
     return worst, ""
 
 
 def _linearity(point, pairs):
     worst = 0.0
-    for u, v, hu, hv, (a, b) in pairs:
-        h_mix = point.hvp(_combine(a, u, b, v))                              # H(au + bv)
-        gap = _sup(_combine(1.0, h_mix, -1.0, _combine(a, hu, b, hv)))       # − (a Hu + b Hv)
-        scale = max(_sup([abs(a) * numpy.abs(x) + abs(b) * numpy.abs(y) for x, y in zip(hu, hv)]), TINY)
-        worst = max(worst, gap / scale)
+    for p in pairs:
+        h_mix = point.hvp(_combine(p.a, p.u, p.b, p.v))                      # H(au + bv)
+        gap = _sup(_combine(1.0, h_mix, -1.0, _combine(p.a, p.hu, p.b, p.hv)))   # vs aHu + bHv
+        terms = [abs(p.a) * numpy.abs(x) + abs(p.b) * numpy.abs(y) for x, y in zip(p.hu, p.hv)]
+        worst = max(worst, gap / max(_sup(terms), TINY))
     return worst, ""
 
 
 def _gradient_difference(point, pairs, f, h):
     worst, floor = 0.0, 1e-3 * _sup(point.gradient)
-    for _, v, _, hv, _ in pairs:
+    for p in pairs:
+        v, hv = p.v, p.hv
         plus = _gradient(f, _combine(1.0, point.arrays, h, v))
         minus = _gradient(f, _combine(1.0, point.arrays, -h, v))
         fd = [(p - m) / (2 * h) for p, m in zip(plus, minus)]                # [∇f(x+hv) − ∇f(x−hv)] / 2h
@@ -282,8 +288,8 @@ def _nonfinite(point, pairs):
     bad = _first_nonfinite(point.gradient)
     if bad is not None:
         return f"the gradient is {bad}"
-    for _, _, hu, hv, _ in pairs:
-        bad = _first_nonfinite(hu) or _first_nonfinite(hv)
+    for p in pairs:
+        bad = _first_nonfinite(p.hu) or _first_nonfinite(p.hv)
         if bad is not None:
             return f"Hv is {bad}"
     return None
@@ -332,26 +338,21 @@ def check_hvp(f, inputs, seed=0, directions=2, h=1e-5, hessian_h=1e-3, hessian_m
     for _ in range(directions):
         u, v = _unit(rng, shapes, dtype), _unit(rng, shapes, dtype)
         a, b = rng.uniform(-2.0, 2.0, size=2)
-        pairs.append((u, v, point.hvp(u), point.hvp(v), (float(a), float(b))))
+        pairs.append(_Pair(u, v, point.hvp(u), point.hvp(v), float(a), float(b)))
     size = int(sum(a.size for a in arrays))
     nonfinite = _nonfinite(point, pairs)
 
+    measure = {"symmetry": lambda: _symmetry(pairs),
+               "linearity": lambda: _linearity(point, pairs),
+               "gradient_difference": lambda: _gradient_difference(point, pairs, f, h),
+               "hessian": lambda: _hessian(point, f, hessian_h)}
     results = []
     for name in properties:
         if name == "hessian" and size > hessian_max_size:
             results.append(PropertyResult(name, float("nan"), limits[name], None,
                                           f"{size} entries > hessian_max_size={hessian_max_size}"))
             continue
-        if nonfinite is not None:
-            error, note = float("inf"), nonfinite
-        elif name == "symmetry":
-            error, note = _symmetry(point, pairs)
-        elif name == "linearity":
-            error, note = _linearity(point, pairs)
-        elif name == "gradient_difference":
-            error, note = _gradient_difference(point, pairs, f, h)
-        else:
-            error, note = _hessian(point, f, hessian_h)
+        error, note = (float("inf"), nonfinite) if nonfinite is not None else measure[name]()
         results.append(PropertyResult(name, error, limits[name], bool(error <= limits[name]), note))
 
     report = HVPReport(results, point.value, size, dtype.name)
