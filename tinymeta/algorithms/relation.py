@@ -21,6 +21,7 @@ and the loss averages over the (query, class) pairs, as the authors' code does.
 """
 import numpy as np
 
+from autograd import Tensor, backend
 from autograd import functional as F
 from autograd.ops import getitem, matmul, mean, reshape, sigmoid, transpose
 
@@ -43,8 +44,8 @@ def conv_block(h, params, name, pool):
 
 def one_hot_mse(scores, labels, reduction="mean"):
     """(r_{q,k} − [y_q = k])² averaged over the classes: per query (…, Q), or reduced."""
-    onehot = (labels.data[..., None] == np.arange(scores.shape[-1])).astype(scores.dtype)
-    per_query = mean(F.mse_loss(scores, as_tensor(onehot), reduction="none"), axis=-1)
+    onehot = (labels.data[..., None] == backend.xp.arange(scores.shape[-1])).astype(scores.dtype)
+    per_query = mean(F.mse_loss(scores, Tensor.constant(onehot), reduction="none"), axis=-1)
     return per_query if reduction == "none" else mean(per_query)
 
 
