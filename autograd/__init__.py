@@ -3,6 +3,8 @@
 (Not the HIPS ``autograd`` package on PyPI, which shares the import name; tinymeta never
 depends on it. Install one or the other in an environment.)
 """
+from . import settings               # first: reads the environment once and applies it
+from .settings import SettingsError
 from . import backend
 from .backend import set_backend
 from .mode import no_grad, enable_grad, is_grad_enabled, set_grad_enabled
@@ -16,3 +18,5 @@ from .ops import (add, sub, mul, div, neg, pow, exp, log, sqrt, tanh, sigmoid, r
 from .derivatives import hvp, jvp, vjp
 from .gradcheck import gradcheck, gradgradcheck, GradcheckError
 from . import functional
+from .hvpcheck import check_hvp, HVPCheckError, HVPReport
+from .drawing import draw

@@ -1,8 +1,9 @@
 """The one place that decides which array library the engine runs on.
 
 Every op reaches arrays through ``backend.xp`` (NumPy by default, CuPy after
-``set_backend("cupy")`` or ``TINYMETA_BACKEND=cupy``), so moving the engine to a GPU changes
-this module and nothing else. The array kernels (``autograd.kernels``) follow the arrays
+``set_backend("cupy")``), so moving the engine to a GPU changes this module and nothing else.
+``autograd.settings`` is the front door (``settings.set(backend="cupy")``, or
+``TINYMETA_BACKEND=cupy``, which it reads at import). The array kernels (``autograd.kernels``) follow the arrays
 they are given: CuPy arrays go to ``autograd.kernels.cupy_kernels``.
 
 What the switch covers, and what it does not:
@@ -21,8 +22,6 @@ What the switch covers, and what it does not:
   places them on the backend active at load time, so a GPU checkpoint loads on a CPU-only
   machine and the other way round.
 """
-import os
-
 import numpy
 
 xp = numpy          # the active array module: numpy or cupy
@@ -110,8 +109,3 @@ def from_numpy(array, dtype=None):
     if xp is numpy:
         array = to_numpy(array)
     return xp.asarray(array, dtype=dtype)
-
-
-_env = os.environ.get("TINYMETA_BACKEND", "").strip() or "numpy"
-if _env != "numpy":
-    set_backend(_env)

@@ -2,8 +2,8 @@
 
 * ``vjp``: vᵀ J, one backward pass;
 * ``hvp``: H v = ∇ₓ (∇ₓf · v), a backward pass through the backward pass (double backward);
-* ``jvp``: J v, by the double-vjp trick: g(u) = Jᵀu is linear in u, so ∂(vᵀ... )
-  grad of g with respect to u against v gives (Jᵀ)ᵀ v = J v.
+* ``jvp``: J v, by the double-vjp trick: g(u) = Jᵀu is linear in u, so the vjp of g with
+  cotangent v, ∂(v · g(u))/∂u = (Jᵀ)ᵀ v = J v, is the same for every u (a zero u is used).
 """
 from . import backend
 from .engine import grad

@@ -19,7 +19,7 @@ for each input. The engine calls it once, after every output's gradient is compl
 """
 import weakref
 
-from . import mode
+from .settings import recording
 from .tensor import Tensor
 
 
@@ -49,7 +49,7 @@ class Function:
         if type(y) is tuple:
             return self._several_outputs(inputs, y)
         out = Tensor.constant(y)
-        if mode._state["enabled"]:
+        if recording.enabled:
             for t in inputs:
                 if t.requires_grad:
                     out.requires_grad = True
@@ -61,7 +61,7 @@ class Function:
 
     def _several_outputs(self, inputs, arrays):
         outs = tuple(Tensor.constant(a) for a in arrays)
-        if mode._state["enabled"] and any(t.requires_grad for t in inputs):
+        if recording.enabled and any(t.requires_grad for t in inputs):
             for out in outs:
                 out.requires_grad = True
                 out.creator = self

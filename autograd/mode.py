@@ -4,24 +4,29 @@ Recording is on by default. ``no_grad()`` turns it off (evaluation, optimizer up
 the engine itself turns it off while it runs a backward pass with ``create_graph=False``:
 then the backward ops compute plain numbers. With ``create_graph=True`` it stays on, so the
 backward pass is recorded like any other computation and can be differentiated again.
+
+The flag is the ``grad`` setting of ``autograd.settings``, one per thread: ``no_grad()`` in
+one thread leaves recording in every other thread as it was.
 """
 import contextlib
 
-_state = {"enabled": True}
+from .settings import recording
 
 
 def is_grad_enabled():
-    return _state["enabled"]
+    """True when ops are recorded into the graph (in this thread)."""
+    return recording.enabled
 
 
 @contextlib.contextmanager
 def set_grad_enabled(enabled):
-    previous = _state["enabled"]
-    _state["enabled"] = bool(enabled)
+    """Context manager: recording on or off inside the block (this thread), restored after."""
+    previous = recording.enabled
+    recording.enabled = bool(enabled)
     try:
         yield
     finally:
-        _state["enabled"] = previous
+        recording.enabled = previous
 
 
 def no_grad():

@@ -4,23 +4,37 @@
 ``creator`` is the ``Function`` that produced it (``None`` for a leaf), ``grad`` is filled by
 ``Tensor.backward()``. All arithmetic is delegated to the ops in ``autograd.ops``.
 """
+import reprlib
+
+import numpy
+
 from . import backend
 
 _FLOATS = ("float32", "float64")
+_NUMERIC = "biufc"      # array kinds a Tensor may hold: bool, integers, floats, complex
 
 
-def _as_array(data, dtype=None):
-    xp = backend.xp
+def _describe(data):
+    if hasattr(data, "dtype") and hasattr(data, "shape"):
+        return f"an array of dtype {data.dtype} and shape {tuple(data.shape)}"
+    return f"{type(data).__name__} {reprlib.repr(data)}"
+
+
+def as_array(data, dtype=None, op="Tensor"):
+    """``data`` (a Tensor, an array, numbers or nested lists of numbers) as an array of the
+    active backend; anything that does not hold numbers (strings, None, objects) is refused
+    with a TypeError naming ``op`` and what was given."""
     if isinstance(data, Tensor):
         data = data.data
-    if dtype is not None:
-        return xp.asarray(data, dtype=dtype)
-    if isinstance(data, (float, int)) and not isinstance(data, bool) or isinstance(data, (list, tuple)):
-        arr = xp.asarray(data)
-        if arr.dtype.kind == "f":
-            arr = arr.astype(xp.float64)
-        return arr
-    return xp.asarray(data)
+    try:
+        host = data if hasattr(data, "dtype") else numpy.asarray(data)   # Python objects: on the host
+        if host.dtype.kind in _NUMERIC:
+            return backend.xp.asarray(host, dtype=dtype)
+    except (TypeError, ValueError) as e:
+        reason = (str(e).splitlines() or [type(e).__name__])[0]
+        raise TypeError(f"{op}: cannot make a numeric array{'' if dtype is None else f' of dtype {dtype}'} "
+                        f"from {_describe(data)} ({reason})") from None
+    raise TypeError(f"{op}: expected a Tensor, numbers or a numeric array, got {_describe(data)}")
 
 
 class Tensor:
@@ -28,7 +42,7 @@ class Tensor:
     __array_ufunc__ = None   # `ndarray * Tensor` defers to Tensor.__rmul__
 
     def __init__(self, data, requires_grad=False, dtype=None, name=None):
-        data = _as_array(data, dtype)
+        data = as_array(data, dtype)
         if requires_grad and data.dtype.name not in _FLOATS:
             raise TypeError(f"Tensor: only float32/float64 tensors can require grad, got {data.dtype}")
         self.data = data

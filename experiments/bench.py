@@ -5,19 +5,24 @@
     python -m experiments.bench --quick --out /tmp/b.json         # tiny sizes (tests)
     python -m experiments.bench --backend cupy                    # on the GPU
 
+The configurations are the experiments' own, never retyped here: the sinusoid cases take
+``experiments/sinusoid.py``'s recipe and build their learners with its method table
+(``sinusoid.build``); the Conv4 cases take the recipes in ``experiments/configs/``.
+``--quick`` shrinks them for tests (``QUICK``). Every case runs ``learner.step(batch)``.
+
 Cases (``--cases`` takes names, group names or shell patterns such as ``'omniglot_*'``):
 
-* ``sinusoid``: MLP 1-40-40-1, meta-batch 25, K = 10 support + 10 query, 1 inner step
-  α = 0.01, float32: ``sinusoid_maml`` (second order), ``sinusoid_fomaml``,
-  ``sinusoid_reptile`` (5 SGD steps of 0.02 on support+query, as experiments/sinusoid.py).
-* ``omniglot``: ``Conv4(5)`` (64 filters, 28×28), 5-way 1-shot, 15 queries per class,
-  meta-batch 32, synthetic random images from an ``EpisodeSampler`` over a random
-  [100, 20, 28, 28] array; MAML (α = 0.4, 1 step), FOMAML, Reptile (5 Adam steps on
-  support+query, as experiments/omniglot.py); float32 and float64:
-  ``omniglot_{maml,fomaml,reptile}_{f32,f64}``.
-* ``miniimagenet``: ``Conv4(5, in_channels=3, filters=32, image_size=84, max_pool=True)``,
-  5-way 1-shot, 15 queries, 5 inner steps α = 0.01, meta-batch 4, second-order MAML,
-  float32: ``miniimagenet_maml_f32``.
+* ``sinusoid``: the MAML paper's sinusoid setting (MLP 1-40-40-1, meta-batch 25, K = 10
+  support + 10 query, 1 inner step α = 0.01, float32): ``sinusoid_maml`` (second order),
+  ``sinusoid_fomaml``, ``sinusoid_reptile`` (5 SGD steps of 0.02 on support+query).
+* ``omniglot``: ``configs/omniglot_5w1s_maml.json`` (Conv4, 64 filters, 28×28, 5-way 1-shot,
+  15 queries per class, meta-batch 32, α = 0.4, 1 step) on synthetic random images from an
+  ``EpisodeSampler`` over a random [100, 20, 28, 28] array: MAML, FOMAML, and Reptile with
+  the inner loop of ``configs/omniglot_5w1s_reptile.json`` (5 Adam steps on support+query)
+  at the same meta-batch; float32 and float64: ``omniglot_{maml,fomaml,reptile}_{f32,f64}``.
+* ``miniimagenet``: ``configs/miniimagenet_5w1s_maml.json`` (Conv4 3×84×84, 32 filters,
+  max-pool, 5-way 1-shot, 15 queries, 5 inner steps α = 0.01, meta-batch 4, second-order
+  MAML, float32): ``miniimagenet_maml_f32``.
 * ``hvp``: one ``autograd.hvp`` against one ``autograd.grad`` (each with its forward pass)
   of the Omniglot Conv4 cross-entropy on 80 images, float32: ``hvp_omniglot``. The two run
   alternately (grad, hvp, grad, hvp, ...; 3·repeats rounds) and the ratio is the
@@ -43,42 +48,40 @@ same run. ``--max-seconds`` (default 120) caps a measurement: when one warm-up i
 shows the repeats would take longer, fewer are run (never fewer than 1); the row says how
 many.
 
-The BLAS defaults to one thread (``OPENBLAS_NUM_THREADS=1`` etc., unless set by the user),
-as in the training scripts: on the 2-core machine a threaded BLAS fights Numba's threads
-(see ``autograd.kernels._set_numba_threads``). The matmul peak is then a one-thread peak
-too; the JSON records the settings.
+The BLAS runs one thread unless the user set a count (``experiments.one_blas_thread``, run
+when the package is imported), as in the experiments: on the 2-core machine a threaded BLAS
+fights Numba's threads (see ``autograd.settings``). The matmul peak is
+then a one-thread peak too; the JSON records the settings.
 """
+import argparse
+import fnmatch
+import io
+import json
+import math
 import os
+import platform
+import resource
+import statistics
+import sys
+import time
+import tracemalloc
+from contextlib import contextmanager, redirect_stdout
+from pathlib import Path
 
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+from autograd.allocator import reuse_large_allocations
+import numpy as np
 
-import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import fnmatch  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import platform  # noqa: E402
-import resource  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-import tracemalloc  # noqa: E402
-from contextlib import contextmanager, redirect_stdout  # noqa: E402
-from pathlib import Path  # noqa: E402
+import autograd
+from autograd import backend, kernels, settings
+from autograd import functional as F
+from autograd.ops import linalg
 
-from autograd.allocator import reuse_large_allocations  # noqa: E402
-import numpy as np  # noqa: E402
+from tinymeta.files import write_text
+from tinymeta.models import Conv4
 
-import autograd  # noqa: E402
-from autograd import backend, kernels  # noqa: E402
-from autograd import functional as F  # noqa: E402
-from autograd.ops import linalg  # noqa: E402
-from tinymeta.algorithms import MAML, Reptile  # noqa: E402
-from tinymeta.models import MLP, Conv4  # noqa: E402
-from tinymeta.optim import Adam  # noqa: E402
-from tinymeta.tasks import EpisodeSampler, SinusoidTasks  # noqa: E402
+from tinymeta.tasks import EpisodeSampler
+
+from . import configs, omniglot, sinusoid
 
 DEFAULT_OUT = Path("runs/bench/bench.json")
 FLOP_NOTE = ("GFLOP counts the matrix products only (autograd.ops.linalg.matmul_arrays: "
@@ -98,26 +101,28 @@ DTYPES = {"f32": np.float32, "f64": np.float64}
 
 # ------------------------------------------------------------------------- sizes
 
+RECIPES = {"sinusoid": sinusoid.RECIPE, "omniglot": "omniglot_5w1s_maml",
+           "omniglot_reptile": "omniglot_5w1s_reptile", "mini": "miniimagenet_5w1s_maml"}
+REPTILE_INNER = ("algo", "inner_lr", "inner_steps", "outer_lr")
+# The bench's own sizes: synthetic classes × images per class, the loop's meta-batch, the
+# HVP batch and the matmul squares.
+OWN = {"omniglot_data": (100, 20), "mini_data": (20, 20), "omniglot_loop_tasks": 8, "hvp_batch": 80,
+       "matmul_n": 2048}
+QUICK = {"sinusoid": {"hidden": [8, 8], "meta_batch": 2, "shots": 3, "queries": 3},
+         "omniglot": {"filters": 4, "image_size": 12, "meta_batch": 2, "query": 2},
+         "mini": {"filters": 4, "image_size": 16, "meta_batch": 2, "query": 2, "inner_steps": 2},
+         "omniglot_data": (10, 4), "mini_data": (10, 4), "omniglot_loop_tasks": 2, "hvp_batch": 8,
+         "matmul_n": 128}
+
 
 def sizes(quick):
-    """Problem sizes: the issue's, or tiny ones for tests (``--quick``)."""
-    if quick:
-        return {
-            "sinusoid": dict(hidden=8, tasks=2, shots=3),
-            "omniglot": dict(filters=4, image=12, tasks=2, queries=2, classes=10, per_class=4),
-            "omniglot_loop_tasks": 2,
-            "mini": dict(filters=4, image=16, tasks=2, queries=2, steps=2, classes=10, per_class=4),
-            "hvp_batch": 8,
-            "matmul_n": 128,
-        }
-    return {
-        "sinusoid": dict(hidden=40, tasks=25, shots=10),
-        "omniglot": dict(filters=64, image=28, tasks=32, queries=15, classes=100, per_class=20),
-        "omniglot_loop_tasks": 8,
-        "mini": dict(filters=32, image=84, tasks=4, queries=15, steps=5, classes=20, per_class=20),
-        "hvp_batch": 80,
-        "matmul_n": 2048,
-    }
+    """Each case family's configuration (the recipe, shrunk by ``--quick``) and the bench's
+    own sizes."""
+    S = {**{family: configs.load(name) for family, name in RECIPES.items()}, **OWN}
+    for key, value in (QUICK.items() if quick else ()):
+        S[key] = {**S[key], **value} if isinstance(value, dict) else value
+    S["omniglot_reptile"] = {**S["omniglot"], **{k: S["omniglot_reptile"][k] for k in REPTILE_INNER}}
+    return S
 
 
 # ------------------------------------------------------------------------- timing helpers
@@ -236,98 +241,59 @@ def measure_interleaved(steps, warmup, rounds):
     return out, paired
 
 
-@contextmanager
 def using_kernels(name):
-    before = kernels.kernels_name()
-    got = kernels.set_kernels(name)
-    try:
-        yield got
-    finally:
-        kernels.set_kernels(before)
+    return settings.using(kernels=name)
 
 
 def numba_threads():
-    try:
-        import numba
-        return numba.get_num_threads()
-    except Exception:
-        return None
+    return settings.current()["numba_threads"]
 
 
 @contextmanager
 def using_numba_threads(n):
-    import numba
-    before = numba.get_num_threads()
-    n = max(1, min(n, numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(n)
-    try:
+    n = max(1, min(n, kernels.numba_pool_size()))
+    with settings.using(numba_threads=n):
         yield n
-    finally:
-        numba.set_num_threads(before)
 
 
 # ------------------------------------------------------------------------- workloads
 
 
-@dataclasses.dataclass
-class Batch:
-    support_x: np.ndarray
-    support_y: np.ndarray
-    query_x: np.ndarray
-    query_y: np.ndarray
+def sinusoid_learner(cfg, algo, batched=True):
+    """A learner of experiments/sinusoid.py's method table and four of its training batches."""
+    learner, tasks = sinusoid.build(algo, cfg, batched)
+    return learner, [tasks.sample_batch(cfg["meta_batch"]) for _ in range(4)]
 
 
-def support_plus_query(b):
-    """Reptile adapts on all of a task's examples (as the experiments do)."""
-    return Batch(np.concatenate([b.support_x, b.query_x], axis=1),
-                 np.concatenate([b.support_y, b.query_y], axis=1), b.query_x, b.query_y)
+CONV_MODEL = ("in_channels", "filters", "image_size", "max_pool")      # Conv4's options in a recipe
 
 
-def sinusoid_learner(S, algo, batched=True, seed=0):
-    s = S["sinusoid"]
-    model = MLP([1, s["hidden"], s["hidden"], 1])
-    params = model.init(np.random.default_rng(seed), dtype=np.float32)
-    if algo == "reptile":
-        learner = Reptile(model, params, F.mse_loss, inner_lr=0.02, inner_steps=5, outer_lr=1.0,
-                          batched=batched)
-    else:
-        learner = MAML(model, params, F.mse_loss, inner_lr=0.01, inner_steps=1,
-                       first_order=(algo == "fomaml"), optimizer=Adam(params, lr=1e-3),
-                       batched=batched)
-    tasks, rng = SinusoidTasks(), np.random.default_rng(seed + 1)
-    batches = [tasks.sample(rng, s["tasks"], s["shots"], dtype=np.float32) for _ in range(4)]
-    if algo == "reptile":
-        batches = [support_plus_query(b) for b in batches]
-    return learner, batches
-
-
-def conv_learner(S, kind, algo, dtype, batched=True, tasks=None, seed=0):
-    """Omniglot-shaped (``kind='omniglot'``) or mini-ImageNet-shaped Conv4 learner and batches."""
-    rng = np.random.default_rng(seed)
-    if kind == "omniglot":
-        c = S["omniglot"]
-        model = Conv4(5, in_channels=1, filters=c["filters"], image_size=c["image"])
-        images = rng.random((c["classes"], c["per_class"], c["image"], c["image"]), dtype=np.float32)
-        inner_lr, steps = 0.4, 1
-    else:
-        c = S["mini"]
-        model = Conv4(5, in_channels=3, filters=c["filters"], image_size=c["image"], max_pool=True)
-        images = rng.random((c["classes"], c["per_class"], 3, c["image"], c["image"]), dtype=np.float32)
-        inner_lr, steps = 0.01, c["steps"]
+def conv_learner(cfg, data, dtype, batched=True, tasks=None, seed=0):
+    """The Conv4 learner of a recipe and three batches of episodes over synthetic random
+    images, ``data`` = (classes, images per class)."""
+    model = Conv4(cfg["ways"], **{k: cfg[k] for k in CONV_MODEL if k in cfg})
+    channels = () if model.in_channels == 1 else (model.in_channels,)
+    images = np.random.default_rng(seed).random((*data, *channels, model.image_size, model.image_size),
+                                                dtype=np.float32)
     params = model.init(np.random.default_rng(seed + 1), dtype=dtype)
-    if algo == "reptile":
-        learner = Reptile(model, params, F.cross_entropy, inner_lr=1e-3, inner_steps=5, outer_lr=1.0,
-                          inner_optimizer="adam", adam_betas=(0.0, 0.999), batched=batched)
-    else:
-        learner = MAML(model, params, F.cross_entropy, inner_lr=inner_lr, inner_steps=steps,
-                       first_order=(algo == "fomaml"), optimizer=Adam(params, lr=1e-3),
-                       batched=batched)
-    sampler = EpisodeSampler(images, ways=5, shots=1, queries=c["queries"], rng=seed + 2, dtype=dtype)
-    T = c["tasks"] if tasks is None else tasks
-    batches = [sampler.sample_batch(T) for _ in range(3)]
-    if algo == "reptile":
-        batches = [support_plus_query(b) for b in batches]
-    return learner, batches, T
+    learner = omniglot.LEARNERS[cfg["algo"]](model, params, cfg, batched=batched)
+    sampler = EpisodeSampler(images, ways=cfg["ways"], shots=cfg["shots"], queries=cfg["query"],
+                             rng=seed + 2, dtype=dtype)
+    return learner, [sampler.sample_batch(cfg["meta_batch"] if tasks is None else tasks) for _ in range(3)]
+
+
+def describe_sinusoid(cfg, algo):
+    inner = (f"{cfg['reptile_inner_steps']} SGD steps on support+query" if algo == "reptile"
+             else f"{cfg['inner_steps']} inner step{'s' * (cfg['inner_steps'] != 1)}")
+    return f"MLP {'-'.join(map(str, [1, *cfg['hidden'], 1]))}, K={cfg['shots']}, {inner}"
+
+
+def describe_conv(cfg):
+    s, pool = cfg["image_size"], " max-pool" if cfg.get("max_pool") else ""
+    inner = (f"{cfg['inner_steps']} Adam steps on support+query"
+             if cfg["algo"] == "reptile" else f"{cfg['inner_steps']} inner step{'s' * (cfg['inner_steps'] != 1)}")
+    return (f"Conv4 {cfg.get('in_channels', 1)}x{s}x{s} {cfg['filters']} filters{pool}, "
+            f"{cfg['ways']}-way {cfg['shots']}-shot {cfg['query']}q, {inner}")
 
 
 def learner_step(learner, batches):
@@ -363,56 +329,44 @@ class Bench:
 
     # --- meta-learning steps ----------------------------------------------------------
     def sinusoid(self, algo, batched=True):
-        s = self.S["sinusoid"]
+        cfg = self.S["sinusoid"]
         key = ("sinusoid", algo, batched, kernels.kernels_name(), numba_threads())
 
         def make():
-            learner, batches = sinusoid_learner(self.S, algo, batched)
+            learner, batches = sinusoid_learner(cfg, algo, batched)
             return learner_step(learner, batches)
 
         m = dict(self.run_measure(key, f"sinusoid {algo} ({'task axis' if batched else 'loop'})", make))
-        m.update(dtype="float32", meta_batch=s["tasks"], batched=batched,
-                 config=f"MLP 1-{s['hidden']}-{s['hidden']}-1, K={s['shots']}, "
-                        + ("5 SGD steps on support+query" if algo == "reptile" else "1 inner step"))
+        m.update(dtype=cfg["dtype"], meta_batch=cfg["meta_batch"], batched=batched,
+                 config=describe_sinusoid(cfg, algo))
         return m
 
     def conv(self, kind, algo, dtype, batched=True, tasks=None):
         key = (kind, algo, np.dtype(dtype).name, batched, tasks, kernels.kernels_name(), numba_threads())
-        info = {}
+        cfg = self.S[f"{kind}_reptile"] if algo == "reptile" else {**self.S[kind], "algo": algo}
+        data = self.S[f"{kind}_data"]
 
         def make():
-            learner, batches, T = conv_learner(self.S, kind, algo, dtype, batched, tasks)
-            info["T"] = T
+            learner, batches = conv_learner(cfg, data, dtype, batched, tasks)
             return learner_step(learner, batches)
 
         label = f"{kind} {algo} {np.dtype(dtype).name} ({'task axis' if batched else 'loop'}" \
                 f"{'' if tasks is None else f', meta-batch {tasks}'}, {kernels.kernels_name()} kernels)"
         m = dict(self.run_measure(key, label, make))
-        c = self.S["omniglot" if kind == "omniglot" else "mini"]
-        T = tasks if tasks is not None else c["tasks"]
-        if kind == "omniglot":
-            config = f"Conv4 {c['filters']} filters {c['image']}x{c['image']}, 5-way 1-shot {c['queries']}q"
-        else:
-            config = (f"Conv4 3x{c['image']}x{c['image']} {c['filters']} filters max-pool, "
-                      f"5-way 1-shot {c['queries']}q")
-        if algo == "reptile":
-            config += ", 5 Adam steps on support+query"
-        elif kind == "mini":
-            config += f", {c['steps']} inner steps"
-        else:
-            config += ", 1 inner step"
-        m.update(dtype=np.dtype(dtype).name, meta_batch=T, batched=batched, config=config)
+        m.update(dtype=np.dtype(dtype).name, meta_batch=cfg["meta_batch"] if tasks is None else tasks,
+                 batched=batched, config=describe_conv(cfg))
         return m
 
     def hvp(self):
         """Seconds of one hvp and one grad of the Omniglot Conv4 cross-entropy."""
         c, n = self.S["omniglot"], self.S["hvp_batch"]
-        model = Conv4(5, in_channels=1, filters=c["filters"], image_size=c["image"])
+        model = Conv4(c["ways"], in_channels=1, filters=c["filters"], image_size=c["image_size"])
         params = model.init(np.random.default_rng(0), dtype=np.float32)
         names = list(params)
         rng = np.random.default_rng(1)
-        x = autograd.Tensor(backend.xp.asarray(rng.random((n, 1, c["image"], c["image"]), dtype=np.float32)))
-        y = autograd.Tensor(backend.xp.asarray(rng.integers(0, 5, size=n)))
+        size = c["image_size"]
+        x = autograd.Tensor(backend.xp.asarray(rng.random((n, 1, size, size), dtype=np.float32)))
+        y = autograd.Tensor(backend.xp.asarray(rng.integers(0, c["ways"], size=n)))
         vs = [backend.xp.asarray(rng.standard_normal(params[k].shape).astype(np.float32)) for k in names]
 
         def loss(*ps):
@@ -462,7 +416,8 @@ class Bench:
             self.cases["hvp_omniglot.hvp"] = dict(h, dtype="float32", meta_batch=None, batched=None,
                                                   config=f"hvp of Conv4 CE, {self.S['hvp_batch']} images")
         elif name == "kernels_numpy_vs_numba":
-            with using_kernels("numba") as got:
+            with using_kernels("numba"):
+                got = kernels.kernels_name()
                 fast = self.conv("omniglot", "maml", np.float32)
             with using_kernels("numpy"):
                 slow = self.conv("omniglot", "maml", np.float32)
@@ -663,9 +618,8 @@ def table(result):
             lines.append(f"{name:<26} {r['ratio']:>7.2f}  {r['numerator'] + ' ' + fmt_time(r['numerator_s']):>26} / "
                          f"{r['denominator'] + ' ' + fmt_time(r['denominator_s']):<26} {r['note']}")
     if result["targets"]:
-        lines += ["", "targets (from the issue)" + (": QUICK SIZES, not the issue's configuration, "
-                                                    "statuses meaningless" if result["settings"]["quick"]
-                                                    else ":")]
+        lines += ["", "targets" + (": QUICK SIZES, not the targets' configurations, statuses "
+                                   "meaningless" if result["settings"]["quick"] else ":")]
         for t in result["targets"]:
             v = fmt_time(t["value"]) if t["unit"] == "s" else (
                 f"{100 * t['value']:.1f}%" if t["unit"] == "fraction" else f"{t['value']:.2f}")
@@ -755,10 +709,7 @@ def main(argv=None):
         }
         print()
         print(table(result))
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_name(args.out.name + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2, default=float))
-        tmp.replace(args.out)
+        write_text(args.out, json.dumps(result, indent=2, default=float))
         print(f"\nwrote {args.out}")
         return 0
     finally:

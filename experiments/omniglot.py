@@ -82,9 +82,7 @@ adaptation); a metric learner takes each run's 20 training images as its support
 runs come from the evaluation alphabets, so only a ``--split lake`` model has never seen
 their characters (a warning says so for a MAML-split model).
 """
-import argparse
 import hashlib
-import math
 import os
 import signal
 import sys
@@ -104,7 +102,7 @@ from tinymeta.models import Conv4
 from tinymeta.optim import Adam
 from tinymeta.tasks.episodic import Episode, EpisodeSampler
 from tinymeta.tasks.pairs import PairSampler
-from tinymeta.training import (CHECKPOINT, LinearDecay, StepDecay, RunFolder, Training, UsageError, Validation,
+from tinymeta.training import (ArgumentParser, CHECKPOINT, LinearDecay, StepDecay, RunFolder, Training, UsageError, Validation,
                                mean_ci, meta_test, read_checkpoint, run_main, save_figure, summarize,
                                write_json, CONVENTION)
 from tinymeta.training.config import (Config, ConfigError, Option, boolean, choice, non_negative_int,
@@ -296,22 +294,25 @@ def task_chunk(cfg):
 
 # --- the learner ----------------------------------------------------------------------------
 
-LEARNERS = {
-    "maml": lambda m, p, c: MAML(m, p, F.cross_entropy, c["inner_lr"], c["inner_steps"], optimizer=adam(c)),
-    "fomaml": lambda m, p, c: MAML(m, p, F.cross_entropy, c["inner_lr"], c["inner_steps"],
-                                   first_order=True, optimizer=adam(c)),
-    "anil": lambda m, p, c: ANIL(m, p, F.cross_entropy, inner_lr=c["inner_lr"],
-                                 inner_steps=c["inner_steps"], optimizer=adam(c)),
-    "metasgd": lambda m, p, c: MetaSGD(m, p, F.cross_entropy, inner_lr=c["inner_lr"],
-                                       inner_steps=c["inner_steps"], optimizer=adam(c)),
-    "reptile": lambda m, p, c: Reptile(m, p, F.cross_entropy, c["inner_lr"], c["inner_steps"],
-                                       outer_lr=c["outer_lr"], inner_optimizer="adam",
-                                       adam_betas=REPTILE_ADAM_BETAS),
-    "protonet": lambda m, p, c: ProtoNet(m, p, optimizer=adam(c)),
-    "matchingnet": lambda m, p, c: MatchingNet(m, p, optimizer=adam(c)),
-    "matchingnet_fce": lambda m, p, c: MatchingNet(m, p, optimizer=adam(c)),
-    "relationnet": lambda m, p, c: RelationNet(m, p, optimizer=adam(c)),
-    "siamese": lambda m, p, c: Siamese(m, p, optimizer=adam(c)),
+LEARNERS = {     # algo → (model, params, cfg, batched) → learner; the bench builds from it too
+    "maml": lambda m, p, c, batched=True: MAML(m, p, F.cross_entropy, c["inner_lr"], c["inner_steps"],
+                                               optimizer=adam(c), batched=batched),
+    "fomaml": lambda m, p, c, batched=True: MAML(m, p, F.cross_entropy, c["inner_lr"], c["inner_steps"],
+                                                 first_order=True, optimizer=adam(c), batched=batched),
+    "anil": lambda m, p, c, batched=True: ANIL(m, p, F.cross_entropy, inner_lr=c["inner_lr"],
+                                               inner_steps=c["inner_steps"], optimizer=adam(c),
+                                               batched=batched),
+    "metasgd": lambda m, p, c, batched=True: MetaSGD(m, p, F.cross_entropy, inner_lr=c["inner_lr"],
+                                                     inner_steps=c["inner_steps"], optimizer=adam(c),
+                                                     batched=batched),
+    "reptile": lambda m, p, c, batched=True: Reptile(m, p, F.cross_entropy, c["inner_lr"], c["inner_steps"],
+                                                     outer_lr=c["outer_lr"], inner_optimizer="adam",
+                                                     adam_betas=REPTILE_ADAM_BETAS, batched=batched),
+    "protonet": lambda m, p, c, batched=True: ProtoNet(m, p, optimizer=adam(c), batched=batched),
+    "matchingnet": lambda m, p, c, batched=True: MatchingNet(m, p, optimizer=adam(c), batched=batched),
+    "matchingnet_fce": lambda m, p, c, batched=True: MatchingNet(m, p, optimizer=adam(c), batched=batched),
+    "relationnet": lambda m, p, c, batched=True: RelationNet(m, p, optimizer=adam(c), batched=batched),
+    "siamese": lambda m, p, c, batched=True: Siamese(m, p, optimizer=adam(c), batched=batched),
 }
 # learners whose model compares embeddings instead of ending in a head: any ways at test
 HEADLESS = ("protonet", "matchingnet", "matchingnet_fce", "relationnet", "siamese")
@@ -393,7 +394,7 @@ def draw_curves(path, log, cfg):
 # --- commands -------------------------------------------------------------------------------
 
 def train_parser():
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m experiments.omniglot [train]",
         description="Meta-train a Conv4 on few-shot Omniglot. Defaults follow each method's "
                     "paper and depend on --ways (and --shots); see the module docstring. Evaluate with: python -m experiments.omniglot evaluate CKPT")
@@ -408,7 +409,7 @@ def train_parser():
 
 
 def evaluate_parser():
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m experiments.omniglot evaluate",
         description="Evaluate a checkpoint on meta-test tasks (mean accuracy ± 95% CI), or on "
                     "Lake et al.'s 20-way one-shot runs with --lake.")

@@ -1,30 +1,37 @@
-"""Running the tests on each array backend.
+"""The test session: settings, backends and Hypothesis profiles.
 
+* BLAS on one thread, through ``autograd.settings`` (``blas_threads=1``, which works even
+  when NumPy was imported first): the tests' matrices are tiny, and a threaded BLAS on a
+  busy 2-core machine made the suite several times slower, its threads spinning against
+  other processes. ``TINYMETA_BLAS_THREADS`` set by hand wins.
 * The ``backend`` fixture is parametrised over ``"numpy"`` and ``"cupy"``: a test that takes
   it runs once per backend, with that backend active (the previous one is restored after
   the test). Where CuPy cannot run, the cupy case is skipped and ``-rs`` shows why, e.g.
   ``CuPy backend: set_backend('cupy'): CuPy is not installed, so ...``. The ``cupy``
   fixture gives the ``cupy`` module to tests that only make sense with it (same skip).
 * ``TINYMETA_BACKEND=cupy python -m pytest`` runs the whole suite with CuPy active:
-  ``autograd.backend`` reads the variable when it is imported, and a fixture puts that
-  session backend back before every test (a test that switches backends cannot leak its
-  choice into the next one). If CuPy cannot run there, the session stops at once with the
-  one-sentence reason instead of failing test by test.
+  ``autograd.settings`` reads the variable when it is imported, and a fixture puts that
+  session backend (and grad recording on) back before every test, so a test that switches
+  cannot leak its choice into the next one. If CuPy cannot run there, or a TINYMETA_
+  variable holds a bad value, the session stops at once with the one-sentence reason
+  instead of failing test by test.
+* Hypothesis profiles, chosen by ``HYPOTHESIS_PROFILE``, else ``ci`` where ``CI`` is set,
+  else ``cupy`` under ``TINYMETA_BACKEND=cupy``, else ``dev``. All print a failing example
+  with its reproduction blob and have no deadline (a busy machine is not a failure):
 
-Nothing here imports ``autograd`` at module level: importing it reads TINYMETA_BACKEND,
+  - ``dev``: random examples, a new draw each run;
+  - ``ci``: derandomized, so CI draws the same examples on every run;
+  - ``cupy``: at most 10 examples and no shrinking (each example is slow on a GPU). The
+    test modules of the engine ask for ``min(n, settings.default.max_examples)`` examples
+    so that this cap holds for them.
+
+Nothing here imports ``autograd`` at module level: importing it reads the environment,
 and a failure there must become the clean stop above rather than a conftest import error.
 """
 import os
-import sys
 
-# One BLAS thread for the tests (before NumPy loads, as the experiment scripts do): their
-# matrices are tiny, and a threaded BLAS on a busy 2-core machine made the suite several
-# times slower, its threads spinning against other processes. An explicit setting wins.
-if "numpy" not in sys.modules:
-    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(_var, "1")
-
-import pytest  # noqa: E402
+import pytest
+from hypothesis import Phase, settings as hypothesis_settings
 
 _BACKENDS = ("numpy", "cupy")
 _cupy_reason = []          # [reason or None], computed once per session
@@ -34,6 +41,25 @@ def _session_backend():
     return os.environ.get("TINYMETA_BACKEND", "").strip() or "numpy"
 
 
+# ----------------------------------------------------------------------------- Hypothesis
+hypothesis_settings.register_profile("dev", print_blob=True, deadline=None)
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True, deadline=None)
+hypothesis_settings.register_profile("cupy", max_examples=10, print_blob=True, deadline=None,
+                                     phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target])
+
+
+def _hypothesis_profile():
+    if os.environ.get("HYPOTHESIS_PROFILE"):
+        return os.environ["HYPOTHESIS_PROFILE"]
+    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false"):
+        return "ci"
+    return "cupy" if _session_backend() == "cupy" else "dev"
+
+
+hypothesis_settings.load_profile(_hypothesis_profile())
+
+
+# ----------------------------------------------------------------------------- the session
 def cupy_reason():
     """None when the CuPy backend can run here, else why not (one sentence)."""
     if not _cupy_reason:
@@ -44,30 +70,37 @@ def cupy_reason():
 
 def pytest_sessionstart(session):
     try:
-        import autograd  # noqa: F401  (applies TINYMETA_BACKEND)
+        import autograd  # noqa: F401  (reads TINYMETA_BACKEND, TINYMETA_KERNELS, ...)
     except Exception as e:
-        if type(e).__name__ in ("BackendUnavailable", "ValueError"):
+        if type(e).__name__ == "SettingsError":
+            pytest.exit(str(e), returncode=pytest.ExitCode.USAGE_ERROR)
+        if type(e).__name__ == "BackendUnavailable":
             pytest.exit(f"TINYMETA_BACKEND={_session_backend()!r}: {e}",
                         returncode=pytest.ExitCode.USAGE_ERROR)
         raise
+    if not os.environ.get("TINYMETA_BLAS_THREADS", "").strip():
+        autograd.settings.set(blas_threads=1)
 
 
 def pytest_report_header(config):
     try:
         reason = cupy_reason()
+        from autograd import settings
+        now = settings.current()
     except Exception:                   # autograd itself failed to import: sessionstart says why
         return None
     return (f"tinymeta backend: {_session_backend()} (TINYMETA_BACKEND); cupy cases: "
-            f"{'run' if reason is None else 'skipped: ' + reason}")
+            f"{'run' if reason is None else 'skipped: ' + reason}\n"
+            f"tinymeta settings: {now}; hypothesis profile: {_hypothesis_profile()}")
 
 
 @pytest.fixture(autouse=True)
-def _restore_session_backend():
-    """Every test starts on the session backend (numpy, or TINYMETA_BACKEND)."""
-    from autograd import backend
+def _restore_session_settings():
+    """Every test starts on the session backend (numpy, or TINYMETA_BACKEND), recording."""
+    from autograd import backend, settings
     wanted = _session_backend()
-    if backend.name != wanted:
-        backend.set_backend(wanted)
+    if backend.name != wanted or not settings.recording.enabled:
+        settings.set(backend=wanted, grad=True)
     yield
 
 
@@ -75,17 +108,13 @@ def _restore_session_backend():
 def backend(request):
     """The name of the active backend, once per backend; the cupy case is skipped (with the
     reason) where CuPy cannot run."""
-    from autograd import backend as B
+    from autograd import settings
     if request.param == "cupy":
         reason = cupy_reason()
         if reason is not None:
             pytest.skip(f"CuPy backend: {reason}")
-    previous = B.name
-    B.set_backend(request.param)
-    try:
+    with settings.using(backend=request.param):
         yield request.param
-    finally:
-        B.set_backend(previous)
 
 
 @pytest.fixture
@@ -116,8 +145,6 @@ def numpy_kernels():
     """The NumPy kernels for a whole test module (``pytestmark = usefixtures(...)``): on the
     tiny images of the algorithm tests Numba's thread start-up dominates, and the kernels
     themselves are tested in test_kernels.py."""
-    import autograd.kernels as K
-    previous = K.kernels_name()
-    K.set_kernels("numpy")
-    yield
-    K.set_kernels(previous)
+    from autograd import settings
+    with settings.using(kernels="numpy"):
+        yield

@@ -1,6 +1,7 @@
 """Tests for experiments/bench.py: a ``--quick`` run of every case writes valid JSON with the
-expected keys and positive finite times; ``--backend cupy`` without CuPy fails with the
-backend's clear message. Speed is never asserted here."""
+expected keys and positive finite times; the cases use the experiments' own configurations
+and learners; ``--backend cupy`` without CuPy fails with the backend's clear message. Speed
+is never asserted here."""
 import importlib.util
 import json
 import math
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from autograd import backend, kernels
-from experiments import bench
+from experiments import bench, configs, sinusoid
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,6 +83,33 @@ def test_case_selection():
     assert bench.select_cases(["hvp", "sinusoid_maml"]) == ["sinusoid_maml", "hvp_omniglot"]
     with pytest.raises(SystemExit, match="unknown case"):
         bench.select_cases(["nope"])
+
+
+def test_cases_use_the_experiments_configurations():
+    S = bench.sizes(quick=False)
+    assert S["sinusoid"] == configs.load(sinusoid.RECIPE)
+    assert S["omniglot"] == configs.load("omniglot_5w1s_maml")
+    reptile = configs.load("omniglot_5w1s_reptile")
+    # Reptile's inner loop on the MAML case's problem (same meta-batch, so the rows compare)
+    assert S["omniglot_reptile"]["meta_batch"] == S["omniglot"]["meta_batch"]
+    assert all(S["omniglot_reptile"][k] == reptile[k] for k in ("algo", "inner_lr",
+                                                                 "inner_steps", "outer_lr"))
+    assert bench.sizes(quick=True)["sinusoid"]["hidden"] != S["sinusoid"]["hidden"]
+
+
+@pytest.mark.parametrize("algo", ["maml", "reptile"])
+def test_learners_get_the_experiments_batches(algo):
+    """Reptile pools support and query itself: the bench hands every learner plain batches."""
+    cfg = bench.sizes(quick=True)["sinusoid"]
+    learner, batches = bench.sinusoid_learner(cfg, algo)
+    expected, _ = sinusoid.build(algo, cfg)
+    assert type(learner) is type(expected)
+    assert batches[0].support_x.shape == (cfg["meta_batch"], cfg["shots"], 1)
+    assert np.isfinite(learner.step(batches[0])["loss"])
+    omni = bench.sizes(quick=True)["omniglot_reptile"]
+    learner, batches = bench.conv_learner(omni, (10, 4), np.float32)
+    assert batches[0].support_x.shape[:2] == (omni["meta_batch"], omni["ways"] * omni["shots"])
+    assert learner.inner_steps == omni["inner_steps"] and learner.inner_optimizer == "adam"
 
 
 def test_matmul_flop_counter():

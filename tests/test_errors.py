@@ -66,6 +66,83 @@ def test_int_tensor_cannot_require_grad():
         Tensor(np.arange(3), requires_grad=True)
 
 
+@pytest.mark.parametrize("given,what", [
+    ("abc", "str 'abc'"),
+    (None, "NoneType None"),
+    (np.array([object(), 1]), "an array of dtype object and shape (2,)"),
+    (np.array(["a", "b"]), "an array of dtype <U1 and shape (2,)"),
+    ([1.0, "x"], "list [1.0, 'x']"),
+], ids=["str", "None", "object-array", "str-array", "mixed-list"])
+def test_tensor_refuses_what_does_not_hold_numbers(given, what):
+    message = f"Tensor: expected a Tensor, numbers or a numeric array, got {what}"
+    with pytest.raises(TypeError, match="^" + re.escape(message) + "$"):
+        Tensor(given)
+
+
+def test_tensor_refuses_a_ragged_list_in_one_sentence():
+    with pytest.raises(TypeError, match=r"^Tensor: cannot make a numeric array from list \[\[1\], \[1, 2\]\] \(.*\)$"):
+        Tensor([[1], [1, 2]])
+
+
+def _array_entry_points():
+    """(op, input shape, call taking the op's data operand): every public op and layer."""
+    rng = np.random.default_rng(5)
+    w3, w4 = rng.standard_normal((4, 3)), rng.standard_normal((2, 1, 2, 2))
+    g2, b2 = np.ones((1, 2)), np.zeros((1, 2))
+    s = (2, 2, 3)
+    return [
+        ("neg", s, ag.neg), ("exp", s, ag.exp), ("log", s, ag.log), ("sqrt", s, ag.sqrt),
+        ("tanh", s, ag.tanh), ("sigmoid", s, ag.sigmoid), ("relu", s, ag.relu), ("sum", s, ag.sum),
+        ("mean", s, ag.mean), ("var", s, ag.var), ("max", s, ag.max), ("logsumexp", s, ag.logsumexp),
+        ("log_softmax", s, ag.log_softmax), ("softmax", s, ag.softmax),
+        ("reshape", s, lambda x: ag.reshape(x, (-1,))), ("transpose", s, ag.transpose),
+        ("swapaxes", s, lambda x: ag.swapaxes(x, 0, -1)),
+        ("broadcast_to", s, lambda x: ag.broadcast_to(x, (2,) + s)),
+        ("sum_to", s, lambda x: ag.sum_to(x, (1, 1, 3))), ("astype", s, lambda x: ag.astype(x, np.float32)),
+        ("getitem", s, lambda x: ag.getitem(x, (0, slice(None)))),
+        ("scatter_add", s, lambda x: ag.scatter_add(x, 0, (2,) + s)),
+        ("concatenate", s, lambda x: ag.concatenate([x, x])), ("stack", s, lambda x: ag.stack([x, x])),
+        ("where", s, lambda x: ag.where(np.ones(s, bool), x, 0.0)),
+        ("pow", s, lambda x: ag.pow(x, 2)), ("mul", s, lambda x: ag.mul(x, 2.0)),
+        ("matmul", s, lambda x: ag.matmul(x, w3.T)),
+        ("linear", s, lambda x: F.linear(x, np.stack([w3, w3]))),
+        ("mse_loss", s, lambda x: F.mse_loss(x, np.zeros(s))),
+        ("cross_entropy", s, lambda x: F.cross_entropy(x, np.zeros((2, 2), int))),
+        ("conv2d", (1, 1, 3, 3), lambda x: F.conv2d(x, w4)),
+        ("max_pool2d", s, lambda x: F.max_pool2d(x, 2, 1)),
+        ("batch_norm", (4, 3), lambda x: F.batch_norm(x, None, None)),
+        ("batch_norm_relu", (1, 2, 3), lambda x: F.batch_norm_relu(x, g2, b2)),
+    ]
+
+
+ENTRY_POINTS = [name for name, _, _ in _array_entry_points()]
+
+
+@pytest.mark.parametrize("name", ENTRY_POINTS)
+def test_every_op_takes_an_array_as_a_constant_and_refuses_a_string(name):
+    """Each public op and layer takes a NumPy array where it takes a Tensor (a constant:
+    the same values, nothing recorded), and refuses what does not hold numbers with one
+    sentence naming the op. (An array used to reach the kernels as ndarray.data, a memoryview.)"""
+    shape, f = {n: (s, f) for n, s, f in _array_entry_points()}[name]
+    x = np.abs(np.random.default_rng(6).standard_normal(shape)) + 0.5
+    want = f(Tensor(x))
+    got = f(x)
+    assert isinstance(got, Tensor) and got.creator is None and not got.requires_grad
+    np.testing.assert_array_equal(got.data, want.data)
+    with pytest.raises(TypeError, match=f"^{name}: expected a Tensor, numbers or a numeric array, got str 'abc'$"):
+        f("abc")
+
+
+def test_integer_tensor_meets_float32_by_numpy_rule_or_is_refused():
+    x32 = Tensor(np.ones(2, np.float32))
+    assert (x32 + np.array([1, 2], np.int16)).dtype == np.float32     # NumPy: int16 + float32 -> float32
+    with pytest.raises(TypeError, match=re.escape("add: dtype mismatch, float32 (2,) and int64 (2,)")):
+        x32 + np.array([1, 2])                                         # NumPy: float64, an up-cast
+    with pytest.raises(ValueError, match=r"^pow: an integer tensor \(int64\) to the negative power -1 is not "
+                                         r"an integer, so convert it with \.astype\(\) first$"):
+        Tensor([1, 2]) ** -1
+
+
 def test_reshape_impossible():
     with pytest.raises(ValueError, match=re.escape("reshape: cannot reshape (2, 3) (6 values) into (4,)")):
         T((2, 3)).reshape(4)

@@ -1,5 +1,4 @@
 """Conv / pooling array kernels: Numba vs NumPy parity, adjointness, dispatch, errors."""
-import contextlib
 import importlib.util
 import os
 import subprocess
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+import autograd
 import autograd.kernels as K
 from autograd.kernels import im2col_numpy, pool_numpy
 
@@ -25,14 +25,9 @@ DTYPES = [np.float32, np.float64]
 REPO = Path(__file__).resolve().parents[1]
 
 
-@contextlib.contextmanager
 def kernels(name):
-    old = K.kernels_name()
-    K.set_kernels(name)
-    try:
-        yield
-    finally:
-        K.set_kernels(old)
+    """``with kernels("numba"):`` -- those kernels inside the block, the previous ones after."""
+    return autograd.settings.using(kernels=name)
 
 
 def both(fn_name, *args):
@@ -94,7 +89,7 @@ def out_size(n, k, s, p=0):
 
 
 @needs_numba
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=min(80, settings.default.max_examples))
 @given(conv_cases())
 def test_im2col_col2im_numba_matches_numpy(case):
     x, kh, kw, sh, sw, ph, pw = case
@@ -112,7 +107,7 @@ def test_im2col_col2im_numba_matches_numpy(case):
 
 
 @needs_numba
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=min(80, settings.default.max_examples))
 @given(pool_cases())
 def test_pool_kernels_numba_matches_numpy(case):
     x, kh, kw, sh, sw = case
@@ -135,7 +130,7 @@ def test_pool_kernels_numba_matches_numpy(case):
 
 
 @needs_numba
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=min(40, settings.default.max_examples))
 @given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 9), st.integers(1, 9),
        st.integers(0, 30), st.sampled_from(DTYPES), st.integers(0, 2**32 - 1))
 def test_gather_scatter_arbitrary_indices_numba_matches_numpy(B, C, H, W, L, dtype, seed):
@@ -156,7 +151,7 @@ def rel_err(lhs, rhs, scale):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=min(40, settings.default.max_examples))
 @given(case=conv_cases())
 def test_col2im_is_adjoint_of_im2col(impl, case):
     x, kh, kw, sh, sw, ph, pw = case
@@ -171,7 +166,7 @@ def test_col2im_is_adjoint_of_im2col(impl, case):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=min(40, settings.default.max_examples))
 @given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 9), st.integers(1, 9),
        st.integers(0, 30), st.integers(0, 2**32 - 1))
 def test_scatter_add_is_adjoint_of_gather(impl, B, C, H, W, L, seed):
@@ -233,7 +228,7 @@ def first_argmax_brute(x, kh, kw, sh, sw):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=min(40, settings.default.max_examples))
 @given(case=pool_cases())
 def test_maxpool_argmax_picks_the_window_max(impl, case):
     x, kh, kw, sh, sw = case
@@ -314,11 +309,14 @@ def test_set_kernels_switches_immediately():
     old = K.kernels_name()
     try:
         assert K.set_kernels("numpy") == "numpy" and K.kernels_name() == "numpy"
-        assert K._im2col is im2col_numpy.im2col and K._scatter_add_plane is pool_numpy.scatter_add_plane
+        assert K._active["im2col"] is im2col_numpy.im2col
+        assert K._active["scatter_add_plane"] is pool_numpy.scatter_add_plane
         if HAVE_NUMBA:
-            from autograd.kernels import im2col_numba, pool_numba
+            from autograd.kernels import batchnorm_numba, im2col_numba, pool_numba
             assert K.set_kernels("numba") == "numba" and K.kernels_name() == "numba"
-            assert K._im2col is im2col_numba.im2col and K._maxpool_argmax is pool_numba.maxpool_argmax
+            assert K._active["im2col"] is im2col_numba.im2col
+            assert K._active["maxpool_argmax"] is pool_numba.maxpool_argmax
+            assert K._active["bn_relu_double_backward"] is batchnorm_numba.bn_relu_double_backward
         with pytest.raises(ValueError, match="set_kernels: unknown kernels 'bogus'"):
             K.set_kernels("bogus")
         assert K.kernels_name() == ("numba" if HAVE_NUMBA else "numpy")  # unchanged by the error
@@ -345,7 +343,9 @@ def test_env_var_selects_kernels():
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == ("numba" if HAVE_NUMBA else "numpy")
     r = run_python(code, TINYMETA_KERNELS="bogus")
-    assert r.returncode != 0 and "TINYMETA_KERNELS='bogus'" in r.stderr
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines()[-1] == ("autograd.settings.SettingsError: TINYMETA_KERNELS="
+                                                 "'bogus' is not a kernel set: choose numpy or numba.")
 
 
 def test_missing_numba_falls_back_with_one_line_notice():
@@ -439,14 +439,24 @@ from autograd.kernels import batchnorm_numba as _bn_numba  # noqa: E402
 from autograd.kernels import batchnorm_numpy as _bn_numpy  # noqa: E402
 
 
-@settings(max_examples=25, deadline=None)
+def bn_rows(rng, T, C, M, dtype):
+    """x (T, C, M) whose rows have a standard deviation in [0.5, 3] and a mean in [-2, 2].
+    A row whose values nearly coincide (σ → 0) divides the float32 rounding of x − μ, which
+    the two implementations round differently, by σ: drawn freely, about one row in 300 of
+    length 2 broke the 1e-5 below."""
+    z = rng.standard_normal((T, C, M))
+    z = (z - z.mean(axis=2, keepdims=True)) / z.std(axis=2, keepdims=True)
+    return (z * rng.uniform(0.5, 3.0, (T, C, 1)) + rng.uniform(-2.0, 2.0, (T, C, 1))).astype(dtype)
+
+
+@settings(max_examples=min(25, settings.default.max_examples))
 @given(T=st.integers(1, 3), C=st.integers(1, 4), M=st.integers(2, 40),
        dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
 def test_bn_relu_numba_equals_numpy_reference(T, C, M, dtype, seed):
     """The Numba fused batch-norm+ReLU (forward and backward) equals the NumPy reference:
     relative 1e-12 in float64, 1e-5 in float32 (the sums are reassociated)."""
     rng = np.random.default_rng(seed)
-    x = (rng.standard_normal((T, C, M)) * 3 + 1).astype(dtype)
+    x = bn_rows(rng, T, C, M, dtype)
     gamma = rng.standard_normal((T, C)).astype(dtype)
     beta = rng.standard_normal((T, C)).astype(dtype)
     gy = rng.standard_normal((T, C, M)).astype(dtype)
@@ -464,7 +474,7 @@ def test_bn_relu_numba_equals_numpy_reference(T, C, M, dtype, seed):
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol * max(1.0, float(np.abs(b).max())))
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=min(25, settings.default.max_examples))
 @given(T=st.integers(1, 3), C=st.integers(1, 4), M=st.integers(2, 40),
        dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16),
        present=st.sampled_from(["abc", "a", "bc", "b", "c"]))
@@ -474,7 +484,7 @@ def test_bn_relu_double_backward_numba_equals_numpy_reference(T, C, M, dtype, se
     the row once, the reference in several passes), 1e-4 in float32 against the largest
     entry (the reference works in float64, the kernel in the input dtype)."""
     rng = np.random.default_rng(seed)
-    x = (rng.standard_normal((T, C, M)) * 3 + 1).astype(dtype)
+    x = bn_rows(rng, T, C, M, dtype)
     gamma = rng.standard_normal((T, C)).astype(dtype)
     beta = rng.standard_normal((T, C)).astype(dtype)
     gy = rng.standard_normal((T, C, M)).astype(dtype)

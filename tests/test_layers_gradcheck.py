@@ -13,21 +13,18 @@ Max-pool inputs are a random permutation of a grid spaced 0.05 apart plus noise 
 swaps an arg-max. Batch-norm inputs have per-channel variance in [0.25, 4] so that
 1/√(σ² + ε) stays smooth on the stencil's scale.
 """
-import contextlib
-
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
 import autograd as ag
-import autograd.kernels as K
 from autograd import Tensor
 from autograd import functional as F
 
 RTOL = 1e-6
 VAL = dict(rtol=1e-10, atol=1e-12)
-FEW = settings(max_examples=6, deadline=None)
-SOME = settings(max_examples=10, deadline=None)
+FEW = settings(max_examples=min(6, settings.default.max_examples))
+SOME = settings(max_examples=min(10, settings.default.max_examples))
 seeds = st.integers(0, 2**32 - 1)
 
 
@@ -384,14 +381,10 @@ def test_mse_loss(reduction, shape, target_tensor, seed):
 
 
 # ----------------------------------------------------------------------------- kernels
-@contextlib.contextmanager
 def kernels(name):
-    old = K.kernels_name()
-    try:
-        assert K.set_kernels(name) in ("numpy", "numba")
-        yield
-    finally:
-        K.set_kernels(old)                                # restored even when a check fails
+    """``with kernels("numba"):`` -- those kernels inside the block, restored after it (also
+    when a check fails)."""
+    return ag.settings.using(kernels=name)
 
 
 def _conv_pool_outputs_and_grads(x, w, b, s, p, k, dtype):

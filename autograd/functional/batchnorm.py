@@ -1,12 +1,22 @@
-"""Batch normalisation composed from differentiable reductions, so its double backward
-is exact (no saved raw inverse standard deviation that would cut a second-order path).
+"""Batch normalisation, in two forms whose derivatives of every order are exact.
 
     x̂ = (x − μ_B) / √(σ²_B + ε),   y = γ x̂ + β          (Ioffe & Szegedy, 2015)
+
+* ``batch_norm``: composed from differentiable reductions (batch or running statistics),
+  so its derivatives follow from those of its ops.
+* ``batch_norm_relu``: relu(batch_norm(x)) with batch statistics as one fused node
+  (``BatchNormReLU``, a kernel from ``autograd.kernels``) in the channel-major task layout
+  Conv4 uses. The node saves the batch mean and the inverse standard deviation
+  s = 1/√(σ² + ε) from the forward kernel; its backward is the node ``BatchNormReLUGrad``,
+  whose own backward treats μ and s as the functions of x they are (a cache, not
+  constants), so no second-order path is cut. The formulas are in
+  ``kernels/batchnorm_numpy.py`` and derived in autograd/README.md.
 """
 from .. import backend, kernels, mode
 from ..function import Function
 from ..mode import no_grad
 from ..ops import mean, reshape, sqrt, sum
+from ..ops._operands import floating, operands
 from ..ops.unary import ReLUGrad
 from ..tensor import Tensor
 
@@ -21,6 +31,8 @@ def batch_norm(x, gamma, beta, eps=1e-5, running_mean=None, running_var=None, tr
     are (T, C). ``channel_axis`` overrides where the channels are (e.g. 1 for the
     channel-major task layout (T, C, N, H, W) that Conv4 uses internally).
     """
+    x, gamma, beta = operands("batch_norm", x, gamma, beta)
+    x = floating(x)                                             # integers: float64, as NumPy
     first = 1 if tasks else 0
     if x.ndim - first not in (2, 4):
         raise ValueError(f"batch_norm: expected x (N, C) or (N, C, H, W){' after the task axis' if tasks else ''}, "
@@ -174,6 +186,7 @@ def batch_norm_relu(x, gamma, beta, eps=1e-5, running_mean=None, running_var=Non
     Updates ``running_mean``/``running_var`` (arrays of shape (C,)) in place when given,
     one update per task in order, like ``batch_norm``.
     """
+    x, gamma, beta = operands("batch_norm_relu", x, gamma, beta)
     if x.ndim < 3 or tuple(gamma.shape) != tuple(x.shape[:2]) or tuple(beta.shape) != tuple(x.shape[:2]):
         raise ValueError(f"batch_norm_relu: expected x (T, C, ...) with gamma and beta (T, C); got x "
                          f"{tuple(x.shape)}, gamma {tuple(gamma.shape)}, beta {tuple(beta.shape)}")

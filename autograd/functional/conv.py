@@ -8,6 +8,7 @@ ordinary differentiable matmuls.
 from .. import kernels
 from ..function import Function
 from ..ops import matmul, reshape, transpose
+from ..ops._operands import as_tensor, operands
 
 
 def _pair(v, what):
@@ -44,12 +45,12 @@ class Col2Im(Function):
 def im2col(x, k, stride, padding):
     """(G, C, N, H, W) -> (G, C·kh·kw, N·OH·OW), differentiable: column (n, oh, ow) holds the
     receptive field of output pixel (oh, ow) of image n."""
-    return Im2Col(k[0], k[1], stride, padding)(x)
+    return Im2Col(k[0], k[1], stride, padding)(as_tensor("im2col", x))
 
 
 def col2im(cols, hw, n, k, stride, padding):
     """The adjoint of im2col: (G, C·kh·kw, N·OH·OW) -> (G, C, N, H, W), differentiable."""
-    return Col2Im(tuple(hw), n, tuple(k), stride, padding)(cols)
+    return Col2Im(tuple(hw), n, tuple(k), stride, padding)(as_tensor("col2im", cols))
 
 
 def conv2d(x, w, b=None, stride=1, padding=0):
@@ -57,6 +58,7 @@ def conv2d(x, w, b=None, stride=1, padding=0):
 
     Batched over tasks: x (T, N, C, H, W), w (T, O, C, kh, kw), b (T, O) -> (T, N, O, OH, OW).
     """
+    x, w, b = operands("conv2d", x, w, b)
     tasks = w.ndim == 5
     if w.ndim not in (4, 5) or x.ndim != w.ndim:
         raise ValueError(f"conv2d: expected x (N, C, H, W) with w (O, C, kh, kw), or x "
@@ -100,6 +102,7 @@ def conv2d_grouped(x, w, b, stride, padding):
     and b (G, O) gives (G, O, N, OH, OW). Each group g is one matrix product
     W_g (O × C·kh·kw) · cols_g (C·kh·kw × N·OH·OW), and the result is already channel-major,
     so a network kept in this layout never transposes its activations."""
+    x, w, b = operands("conv2d_grouped", x, w, b)
     G, C, N, H, W = x.shape
     _, O, _, kh, kw = w.shape
     sh, sw = stride

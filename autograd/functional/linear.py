@@ -2,11 +2,13 @@
 from .. import backend, mode
 from ..function import Function
 from ..ops import broadcast_to, linalg, matmul, reshape
+from ..ops._operands import operands
 from ..tensor import Tensor
 
 
 def linear(x, w, b=None):
     """x (N, in) with w (out, in), b (out,); or batched over tasks: x (T, N, in), w (T, out, in), b (T, out)."""
+    x, w, b = operands("linear", x, w, b)
     if w.ndim not in (2, 3) or x.ndim != w.ndim:
         raise ValueError(f"linear: expected x (N, in) with w (out, in), or x (T, N, in) with "
                          f"w (T, out, in); got x {tuple(x.shape)} and w {tuple(w.shape)}")
@@ -21,9 +23,6 @@ def linear(x, w, b=None):
     if b.shape != w.shape[:-1]:
         raise ValueError(f"linear: bias of shape {tuple(b.shape)} does not match weight "
                          f"{tuple(w.shape)} (expected {tuple(w.shape[:-1])})")
-    if x.dtype != w.dtype or x.dtype != b.dtype:
-        raise TypeError(f"linear: dtype mismatch, x {x.dtype}, w {w.dtype}, b {b.dtype}; "
-                        "convert with .astype() first")
     return Linear()(x, w, b)
 
 

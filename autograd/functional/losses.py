@@ -2,7 +2,8 @@
 for large logits."""
 from .. import backend
 from ..ops import log_softmax, mean, sum
-from ..tensor import Tensor
+from ..ops._operands import as_tensor
+from ..tensor import Tensor, as_array
 
 
 def _reduce(op, per_example, reduction):
@@ -18,6 +19,7 @@ def _reduce(op, per_example, reduction):
 def cross_entropy(logits, labels, reduction="mean"):
     """−log softmax(logits)[label], for logits (..., N, classes) and integer labels (..., N)."""
     xp = backend.xp
+    logits = as_tensor("cross_entropy", logits)
     y = labels.data if isinstance(labels, Tensor) else xp.asarray(labels)
     if y.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy: labels must be integers, got {y.dtype}")
@@ -34,9 +36,12 @@ def cross_entropy(logits, labels, reduction="mean"):
 
 
 def mse_loss(pred, target, reduction="mean"):
-    """(pred − target)², averaged over everything by default."""
+    """(pred − target)², averaged over everything by default. A target that is not a Tensor
+    is data: it takes a float prediction's dtype."""
+    pred = as_tensor("mse_loss", pred)
     if not isinstance(target, Tensor):
-        target = Tensor.constant(backend.xp.asarray(target, dtype=pred.dtype))
+        target = Tensor.constant(as_array(target, pred.dtype if pred.dtype.kind == "f" else None,
+                                          op="mse_loss"))
     if pred.shape != target.shape:
         raise ValueError(f"mse_loss: prediction {tuple(pred.shape)} and target "
                          f"{tuple(target.shape)} differ in shape")

@@ -7,6 +7,7 @@ the matching gather. Both are linear, so every higher derivative is exact.
 from .. import kernels
 from ..function import Function
 from ..ops import reshape
+from ..ops._operands import as_tensor
 
 
 class GatherPlane(Function):
@@ -33,6 +34,7 @@ class ScatterAddPlane(Function):
 
 def max_pool2d(x, kernel, stride=None):
     """x (..., C, H, W) -> (..., C, OH, OW), the max of each kernel window (no padding)."""
+    x = as_tensor("max_pool2d", x)
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     stride = (kh, kw) if stride is None else stride
     sh, sw = (stride, stride) if isinstance(stride, int) else stride

@@ -1,21 +1,29 @@
-"""Array kernels for convolution and pooling, with a switchable implementation.
+"""Array kernels for convolution, pooling and the fused batch-norm + ReLU, with a switchable
+implementation.
 
 Public kernels (all arrays float32 or float64, output dtype == input dtype,
 outputs C-contiguous):
 
 * ``im2col(x, kh, kw, sh, sw, ph, pw)`` -- (B, C, H, W) -> (B, C*kh*kw, OH*OW),
-  ``cols[b, (c*kh + i)*kw + j, oh*OW + ow] = xpad[b, c, oh*sh + i, ow*sw + j]``.
-* ``col2im(cols, H, W, kh, kw, sh, sw, ph, pw)`` -- the exact adjoint of im2col.
+  ``cols[b, (c*kh + i)*kw + j, oh*OW + ow] = xpad[b, c, oh*sh + i, ow*sw + j]``; or, in
+  the grouped layout conv2d uses, (G, C, N, H, W) -> (G, C*kh*kw, N*OH*OW).
+* ``col2im(cols, H, W, kh, kw, sh, sw, ph, pw, N=None)`` -- the exact adjoint of im2col
+  (with ``N``, of the grouped layout).
 * ``maxpool_argmax(x, kh, kw, sh, sw)`` -- int64 (B, C, OH*OW) flat in-plane index
   of each window's max (no padding, ties to the first in row-major order).
 * ``gather_plane(x, idx)`` -- ``out[b, c, l] = x[b, c].ravel()[idx[b, c, l]]``.
 * ``scatter_add_plane(g, idx, H, W)`` -- the exact adjoint of gather_plane.
+* ``bn_relu_forward``, ``bn_relu_backward``, ``bn_relu_double_backward`` -- batch-norm with
+  batch statistics and a ReLU, fused, per (task, channel) row of x (T, C, M), with its
+  backward and double backward (the formulas are in ``batchnorm_numpy``).
 
-The implementation is ``"numba"`` (default; compiled, parallel over planes) or
-``"numpy"`` (the plain reference), chosen by ``TINYMETA_KERNELS=numpy|numba`` at
-import or ``set_kernels(name)`` at any time.  If Numba cannot be imported the
-NumPy kernels are used and a one-line notice goes to stderr.  Arguments are
-validated here, once, for both implementations.
+The implementation is ``"numba"`` (compiled, parallel over planes) or ``"numpy"`` (the
+plain reference), switched by ``set_kernels(name)``: one table, ``_active``, maps each kernel
+name to the function in use. ``autograd.settings`` is the front door (``kernels=...``, or
+``TINYMETA_KERNELS`` at import; the default is numba); if Numba cannot be imported the NumPy
+kernels are used and a one-line notice goes to stderr. ``set_numba_threads(n)`` sets Numba's
+worker threads (settings decides how many). Arguments are validated here, once, for both
+implementations.
 
 CuPy arrays are routed to ``autograd.kernels.cupy_kernels`` (same contracts, run on the
 GPU; CuPy is imported on first use), whichever backend is active: kernels follow the
@@ -34,23 +42,9 @@ from . import pool_numpy as _pool_numpy
 
 __all__ = ["im2col", "col2im", "maxpool_argmax", "gather_plane", "scatter_add_plane",
            "bn_relu_forward", "bn_relu_backward", "bn_relu_double_backward",
-           "set_kernels", "kernels_name"]
+           "set_kernels", "kernels_name", "set_numba_threads", "numba_threads", "numba_pool_size"]
 
-_KERNELS = ("im2col", "col2im", "maxpool_argmax", "gather_plane", "scatter_add_plane",
-            "bn_relu_forward", "bn_relu_backward", "bn_relu_double_backward")
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-
-_name = None            # "numpy" or "numba"
-_numba_impl = None      # dict kernel name -> function, once loaded
-_numba_notice_given = False
-_cupy_module = None
-
-# the active implementations, swapped by set_kernels
-_im2col = _im2col_numpy.im2col
-_col2im = _im2col_numpy.col2im
-_maxpool_argmax = _pool_numpy.maxpool_argmax
-_gather_plane = _pool_numpy.gather_plane
-_scatter_add_plane = _pool_numpy.scatter_add_plane
 
 _NUMPY_IMPL = {
     "im2col": _im2col_numpy.im2col,
@@ -62,9 +56,13 @@ _NUMPY_IMPL = {
     "bn_relu_backward": _batchnorm_numpy.bn_relu_backward,
     "bn_relu_double_backward": _batchnorm_numpy.bn_relu_double_backward,
 }
-_bn_relu_forward = _batchnorm_numpy.bn_relu_forward
-_bn_relu_backward = _batchnorm_numpy.bn_relu_backward
-_bn_relu_double_backward = _batchnorm_numpy.bn_relu_double_backward
+
+_active = _NUMPY_IMPL   # kernel name -> the function in use (set_kernels swaps the table)
+_name = "numpy"         # "numpy" or "numba"
+_numba_impl = None      # the Numba table, once loaded
+_numba_notice_given = False
+_numba_threads = 1      # Numba's worker threads, applied when Numba loads (set_numba_threads)
+_cupy_module = None
 
 
 def _load_numba():
@@ -90,30 +88,8 @@ def _load_numba():
             "bn_relu_backward": batchnorm_numba.bn_relu_backward,
             "bn_relu_double_backward": batchnorm_numba.bn_relu_double_backward,
         }
-        _set_numba_threads()
+        set_numba_threads(_numba_threads)
     return _numba_impl
-
-
-def _set_numba_threads():
-    """Numba's worker threads: TINYMETA_NUMBA_THREADS if set, else a default that avoids
-    two thread pools fighting over the cores.
-
-    NumPy's BLAS keeps its own threads spinning for a while after every matrix product, and
-    Numba's OpenMP threads do the same after every parallel kernel. When both pools span
-    the cores they steal each other's time: on the 2-core CI machine a second-order MAML
-    step on the Omniglot network took 1.9 s with one Numba thread and 18-21 s with two,
-    BLAS threaded. So the default is one Numba thread, unless BLAS is limited to one thread
-    (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS / MKL_NUM_THREADS = 1, as the experiment
-    scripts set it): then the kernels may use every core, since matrix products run on the
-    calling thread alone. experiments/bench.py measures 1 against 2 threads.
-    """
-    import numba
-    want = os.environ.get("TINYMETA_NUMBA_THREADS")
-    if want is None:
-        blas_single = any(os.environ.get(v) == "1" for v in
-                          ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"))
-        want = numba.config.NUMBA_NUM_THREADS if blas_single else 1
-    numba.set_num_threads(max(1, min(int(want), numba.config.NUMBA_NUM_THREADS)))
 
 
 def set_kernels(name):
@@ -122,8 +98,7 @@ def set_kernels(name):
     Asking for ``"numba"`` when Numba cannot be imported falls back to ``"numpy"``
     (with a one-line notice on stderr) instead of failing.
     """
-    global _name, _im2col, _col2im, _maxpool_argmax, _gather_plane, _scatter_add_plane
-    global _bn_relu_forward, _bn_relu_backward, _bn_relu_double_backward
+    global _name, _active
     if name == "numpy":
         impl = _NUMPY_IMPL
     elif name == "numba":
@@ -132,21 +107,38 @@ def set_kernels(name):
             name, impl = "numpy", _NUMPY_IMPL
     else:
         raise ValueError(f"set_kernels: unknown kernels {name!r}; choose 'numpy' or 'numba'")
-    _im2col = impl["im2col"]
-    _col2im = impl["col2im"]
-    _maxpool_argmax = impl["maxpool_argmax"]
-    _gather_plane = impl["gather_plane"]
-    _scatter_add_plane = impl["scatter_add_plane"]
-    _bn_relu_forward = impl["bn_relu_forward"]
-    _bn_relu_backward = impl["bn_relu_backward"]
-    _bn_relu_double_backward = impl["bn_relu_double_backward"]
-    _name = name
+    _active, _name = impl, name
     return name
 
 
 def kernels_name():
     """``"numpy"`` or ``"numba"``: the kernels currently in use."""
     return _name
+
+
+def numba_pool_size():
+    """How many threads Numba can use at most: its pool size once loaded, else the cores
+    this process may run on (Numba's own default)."""
+    if _numba_impl is not None:
+        import numba
+        return numba.config.NUMBA_NUM_THREADS
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def set_numba_threads(n):
+    """Run the Numba kernels called from this thread on ``n`` threads (at most the pool size);
+    applied when Numba loads if it is not loaded yet. Returns the number in effect."""
+    global _numba_threads
+    _numba_threads = max(1, min(operator.index(n), numba_pool_size()))
+    if _numba_impl is not None:
+        import numba
+        numba.set_num_threads(_numba_threads)
+    return _numba_threads
+
+
+def numba_threads():
+    """The number of threads the Numba kernels run on (see set_numba_threads)."""
+    return _numba_threads
 
 
 # ---------------------------------------------------------------- validation
@@ -240,7 +232,7 @@ def im2col(x, kh, kw, sh, sw, ph, pw):
     _fits("im2col", H, W, kh, kw, ph, pw)
     if not isinstance(x, np.ndarray):
         return _foreign("im2col", x)(x, kh, kw, sh, sw, ph, pw)
-    return _im2col(x, kh, kw, sh, sw, ph, pw)
+    return _active["im2col"](x, kh, kw, sh, sw, ph, pw)
 
 
 def col2im(cols, H, W, kh, kw, sh, sw, ph, pw, N=None):
@@ -258,7 +250,7 @@ def col2im(cols, H, W, kh, kw, sh, sw, ph, pw, N=None):
                          f"input {H}x{W} (expected (B, C*{kh * kw}, {n}*{OH * OW}))")
     if not isinstance(cols, np.ndarray):
         return _foreign("col2im", cols)(cols, H, W, kh, kw, sh, sw, ph, pw, N)
-    return _col2im(cols, H, W, kh, kw, sh, sw, ph, pw, N)
+    return _active["col2im"](cols, H, W, kh, kw, sh, sw, ph, pw, N)
 
 
 def maxpool_argmax(x, kh, kw, sh, sw):
@@ -269,7 +261,7 @@ def maxpool_argmax(x, kh, kw, sh, sw):
     _fits("maxpool_argmax", H, W, kh, kw, 0, 0)
     if not isinstance(x, np.ndarray):
         return _foreign("maxpool_argmax", x)(x, kh, kw, sh, sw)
-    return _maxpool_argmax(x, kh, kw, sh, sw)
+    return _active["maxpool_argmax"](x, kh, kw, sh, sw)
 
 
 def gather_plane(x, idx):
@@ -280,7 +272,7 @@ def gather_plane(x, idx):
     if not isinstance(x, np.ndarray):
         return _foreign("gather_plane", x)(x, idx)
     idx = _index_array("gather_plane", idx, (B, C, L), H * W, check_range=True)
-    return _gather_plane(x, idx)
+    return _active["gather_plane"](x, idx)
 
 
 def scatter_add_plane(g, idx, H, W):
@@ -291,7 +283,7 @@ def scatter_add_plane(g, idx, H, W):
     if not isinstance(g, np.ndarray):
         return _foreign("scatter_add_plane", g)(g, idx, H, W)
     idx = _index_array("scatter_add_plane", idx, (B, C, L), H * W, check_range=True)
-    return _scatter_add_plane(g, idx, H, W)
+    return _active["scatter_add_plane"](g, idx, H, W)
 
 
 def bn_relu_forward(x, gamma, beta, eps):
@@ -304,7 +296,7 @@ def bn_relu_forward(x, gamma, beta, eps):
             raise ValueError(f"bn_relu_forward: expected {what} of shape {(T, C)}, got {tuple(p.shape)}")
     if not isinstance(x, np.ndarray):
         return _foreign("bn_relu_forward", x)(x, gamma, beta, eps)
-    return _bn_relu_forward(x, gamma, beta, eps)
+    return _active["bn_relu_forward"](x, gamma, beta, eps)
 
 
 def bn_relu_backward(gy, x, y, mu, inv, gamma):
@@ -314,7 +306,7 @@ def bn_relu_backward(gy, x, y, mu, inv, gamma):
         raise ValueError(f"bn_relu_backward: expected gy of shape {(T, C, M)}, got {tuple(gy.shape)}")
     if not isinstance(x, np.ndarray):
         return _foreign("bn_relu_backward", x)(gy, x, y, mu, inv, gamma)
-    return _bn_relu_backward(gy, x, y, mu, inv, gamma)
+    return _active["bn_relu_backward"](gy, x, y, mu, inv, gamma)
 
 
 def bn_relu_double_backward(x, y, gy, mu, inv, gamma, a, b, c):
@@ -328,10 +320,5 @@ def bn_relu_double_backward(x, y, gy, mu, inv, gamma, a, b, c):
                              f"got {tuple(arr.shape)}")
     if not isinstance(x, np.ndarray):
         return _foreign("bn_relu_double_backward", x)(x, y, gy, mu, inv, gamma, a, b, c)
-    return _bn_relu_double_backward(x, y, gy, mu, inv, gamma, a, b, c)
+    return _active["bn_relu_double_backward"](x, y, gy, mu, inv, gamma, a, b, c)
 
-
-_env = os.environ.get("TINYMETA_KERNELS", "numba")
-if _env not in ("numpy", "numba"):
-    raise ValueError(f"TINYMETA_KERNELS={_env!r} is not a kernel set; use 'numpy' or 'numba'")
-set_kernels(_env)

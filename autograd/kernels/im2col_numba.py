@@ -5,8 +5,9 @@ grouped layout (G, C, N, H, W) -> (G, C*kh*kw, N*OH*OW) (see ``im2col_numpy``), 
 ``cols[b, (c*kh + i)*kw + j, oh*OW + ow] = xpad[b, c, oh*sh + i, ow*sw + j]``
 (``xpad`` = ``x`` zero-padded by ph rows / pw columns on each side).
 
-``col2im(cols, H, W, kh, kw, sh, sw, ph, pw)`` is its exact adjoint: every cols
-entry is added into the unpadded position it was read from, padding dropped.
+``col2im(cols, H, W, kh, kw, sh, sw, ph, pw, N=None)`` is its exact adjoint (with ``N``,
+of the grouped layout): every cols entry is added into the unpadded position it was read
+from, padding dropped.
 
 Both run ``prange`` over the B*C planes: im2col writes the disjoint rows of its
 own channel, col2im accumulates serially (in (i, j, oh, ow) order, matching the

@@ -7,9 +7,11 @@ likewise::
     cols[b, (c*kh + i)*kw + j, oh*OW + ow] = xpad[b, c, oh*sh + i, ow*sw + j]
 
 where ``xpad`` is ``x`` zero-padded by ``ph`` rows top and bottom and ``pw``
-columns left and right.
+columns left and right. In the grouped layout conv2d uses, ``x`` (G, C, N, H, W) unfolds
+to (G, C*kh*kw, N*OH*OW): the columns of a group run over its N images.
 
-``col2im(cols, H, W, kh, kw, sh, sw, ph, pw)`` is its exact adjoint
+``col2im(cols, H, W, kh, kw, sh, sw, ph, pw, N=None)`` is its exact adjoint (with ``N``,
+of the grouped layout)
 (``<im2col(x), c> == <x, col2im(c)>``): every entry of ``cols`` is added back
 into the position of ``x`` it was read from; entries read from the padding are
 dropped.

@@ -5,7 +5,7 @@ shape with ``sum_to`` (itself differentiable: its backward is ``broadcast_to``).
 """
 from .. import backend
 from ..function import Function
-from ._operands import binary_operands, broadcast_error, lift
+from ._operands import as_tensor, binary_operands, broadcast_error
 from .shape import sum_to
 
 
@@ -14,6 +14,12 @@ def _broadcasting(op, f, a, b):
         return f(a, b)
     except ValueError:
         raise broadcast_error(op, a.shape, b.shape) from None
+
+
+def _same_kind(c, x):
+    """The number c in x's dtype when x holds floats (float32 stays float32); else c itself,
+    so that integers follow NumPy (2 ** 0.5 is a float, never truncated to 2 ** 0)."""
+    return x.dtype.type(c) if x.dtype.kind == "f" else c
 
 
 class Add(Function):
@@ -71,7 +77,7 @@ class PowConst(Function):
         self.c = c
 
     def forward(self, x):
-        return x ** x.dtype.type(self.c)
+        return x ** _same_kind(self.c, x)
 
     def backward(self, gy):
         (x,) = self.inputs
@@ -87,7 +93,7 @@ class SubScaled(Function):
         self.c = c
 
     def forward(self, a, b):
-        return _broadcasting("sub_scaled", lambda a, b: a - b * a.dtype.type(self.c), a, b)
+        return _broadcasting("sub_scaled", lambda a, b: a - b * _same_kind(self.c, a), a, b)
 
     def backward(self, gy):
         a, b = self.inputs
@@ -123,13 +129,17 @@ def div(a, b):
 
 
 def neg(x):
-    return Neg()(x)
+    return Neg()(as_tensor("neg", x))
 
 
 def pow(x, c):
     if not isinstance(c, (int, float)):
         raise TypeError(f"pow: only a constant Python number is supported as exponent, got "
                         f"{type(c).__name__}; use exp(c * log(x)) for a tensor exponent")
+    x = as_tensor("pow", x)
+    if x.dtype.kind in "biu" and isinstance(c, int) and c < 0:
+        raise ValueError(f"pow: an integer tensor ({x.dtype}) to the negative power {c} is not an "
+                         "integer, so convert it with .astype() first")
     if c == 1:
         return x
-    return PowConst(c)(lift(x, x))
+    return PowConst(c)(x)

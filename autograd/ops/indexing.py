@@ -6,7 +6,7 @@ import numpy
 from .. import backend
 from ..function import Function
 from ..tensor import Tensor
-from ._operands import binary_operands, broadcast_error
+from ._operands import as_tensor, binary_operands, broadcast_error, operands
 
 
 def _raw_index(index):
@@ -63,11 +63,11 @@ class ScatterAdd(Function):
 
 
 def getitem(x, index):
-    return GetItem(_raw_index(index))(x)
+    return GetItem(_raw_index(index))(as_tensor("getitem", x))
 
 
 def scatter_add(g, index, shape):
-    return ScatterAdd(_raw_index(index), shape)(g)
+    return ScatterAdd(_raw_index(index), shape)(as_tensor("scatter_add", g))
 
 
 class Concatenate(Function):
@@ -96,8 +96,7 @@ def concatenate(tensors, axis=0):
     tensors = list(tensors)
     if not tensors:
         raise ValueError("concatenate: needs at least one tensor")
-    for t in tensors[1:]:
-        binary_operands("concatenate", tensors[0], t)
+    tensors = operands("concatenate", *tensors)
     ndim = tensors[0].ndim
     if not -ndim <= axis < ndim:
         raise ValueError(f"concatenate: axis {axis} is out of range for {ndim}-d tensors")
@@ -109,6 +108,7 @@ def stack(tensors, axis=0):
     tensors = list(tensors)
     if not tensors:
         raise ValueError("stack: needs at least one tensor")
+    tensors = [as_tensor("stack", t) for t in tensors]
     shape = tensors[0].shape
     for t in tensors:
         if t.shape != shape:

@@ -1,6 +1,7 @@
 """Reductions over axes: sum, mean, var, max, and the softmax family built from them."""
 from ..function import Function
 from ..tensor import Tensor
+from ._operands import as_tensor
 from .shape import broadcast_to, reshape
 
 
@@ -34,6 +35,7 @@ class Sum(Function):
 
 
 def sum(x, axis=None, keepdims=False):
+    x = as_tensor("sum", x)
     return Sum(_normalize_axis("sum", axis, x.ndim), keepdims)(x)
 
 
@@ -45,12 +47,14 @@ def _count(shape, axes):
 
 
 def mean(x, axis=None, keepdims=False):
+    x = as_tensor("mean", x)
     axes = _normalize_axis("mean", axis, x.ndim)
-    return Sum(axes, keepdims)(x) * (1.0 / _count(x.shape, axes))
+    return Sum(axes, keepdims)(x) * (1.0 / _count(x.shape, axes))   # integers: float64, as NumPy
 
 
 def var(x, axis=None, keepdims=False):
     """Biased variance mean((x - mean x)²), composed of differentiable ops."""
+    x = as_tensor("var", x)
     axes = _normalize_axis("var", axis, x.ndim)
     centered = x - mean(x, axes, keepdims=True)
     return mean(centered * centered, axes, keepdims)
@@ -77,11 +81,13 @@ class Max(Function):
 
 
 def max(x, axis=None, keepdims=False):
+    x = as_tensor("max", x)
     return Max(_normalize_axis("max", axis, x.ndim), keepdims)(x)
 
 
 def logsumexp(x, axis=-1, keepdims=False):
     """log Σ exp(x), stable: m + log Σ exp(x - m) holds for any constant m; we take m = max x."""
+    x = as_tensor("logsumexp", x)
     axes = _normalize_axis("logsumexp", axis, x.ndim)
     m = Tensor.constant(x.data.max(axis=axes, keepdims=True))
     out = log(sum(exp(x - m), axes, keepdims=True)) + m
@@ -89,10 +95,12 @@ def logsumexp(x, axis=-1, keepdims=False):
 
 
 def log_softmax(x, axis=-1):
+    x = as_tensor("log_softmax", x)
     return x - logsumexp(x, axis, keepdims=True)      # log softmax(x) = x - log Σ eˣ
 
 
 def softmax(x, axis=-1):
+    x = as_tensor("softmax", x)
     return exp(log_softmax(x, axis))
 
 

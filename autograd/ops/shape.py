@@ -5,6 +5,7 @@ transpose, broadcast_to ↔ sum_to. So their higher derivatives are exact by con
 """
 from .. import backend
 from ..function import Function
+from ._operands import as_tensor
 
 
 class Reshape(Function):
@@ -24,6 +25,7 @@ class Reshape(Function):
 
 
 def reshape(x, shape):
+    x = as_tensor("reshape", x)
     if tuple(shape) == x.shape:
         return x
     return Reshape(shape)(x)
@@ -51,10 +53,11 @@ class Transpose(Function):
 
 
 def transpose(x, axes=None):
-    return Transpose(None if axes is None else tuple(int(a) for a in axes))(x)
+    return Transpose(None if axes is None else tuple(int(a) for a in axes))(as_tensor("transpose", x))
 
 
 def swapaxes(x, a, b):
+    x = as_tensor("swapaxes", x)
     axes = list(range(x.ndim))
     axes[a], axes[b] = axes[b], axes[a]
     return transpose(x, axes)
@@ -76,6 +79,7 @@ class BroadcastTo(Function):
 
 
 def broadcast_to(x, shape):
+    x = as_tensor("broadcast_to", x)
     if tuple(shape) == x.shape:
         return x
     return BroadcastTo(shape)(x)
@@ -108,6 +112,7 @@ class SumTo(Function):
 
 
 def sum_to(x, shape):
+    x = as_tensor("sum_to", x)
     shape = tuple(shape)
     if x.shape == shape:
         return x
@@ -128,6 +133,7 @@ class AsType(Function):
 
 def astype(x, dtype):
     """An explicit float32 ↔ float64 conversion (differentiable)."""
+    x = as_tensor("astype", x)
     if backend.xp.dtype(dtype) == x.dtype:
         return x
     return AsType(dtype)(x)

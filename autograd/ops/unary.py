@@ -3,6 +3,7 @@ uses ``self.output()``: a Tensor in the graph, so the path through y is differen
 """
 from .. import backend
 from ..function import Function
+from ._operands import as_tensor
 
 
 class Exp(Function):
@@ -41,9 +42,8 @@ class Tanh(Function):
 
 class Sigmoid(Function):
     def forward(self, x):
-        xp = backend.xp
-        # σ(x) = ½(1 + tanh(x/2)): no overflow for large |x|
-        return x.dtype.type(0.5) * (xp.tanh(x * x.dtype.type(0.5)) + x.dtype.type(1))
+        half = x.dtype.type(0.5) if x.dtype.kind == "f" else 0.5   # integers: float64, as tanh
+        return half * (backend.xp.tanh(x * half) + 1)   # σ(x) = ½(1 + tanh(x/2)): no overflow
 
     def backward(self, gy):
         y = self.output()
@@ -73,9 +73,9 @@ class ReLUGrad(Function):
         return (ReLUGrad(self.mask)(gy),)
 
 
-def exp(x): return Exp()(x)
-def log(x): return Log()(x)
-def sqrt(x): return Sqrt()(x)
-def tanh(x): return Tanh()(x)
-def sigmoid(x): return Sigmoid()(x)
-def relu(x): return ReLU()(x)
+def exp(x): return Exp()(as_tensor("exp", x))
+def log(x): return Log()(as_tensor("log", x))
+def sqrt(x): return Sqrt()(as_tensor("sqrt", x))
+def tanh(x): return Tanh()(as_tensor("tanh", x))
+def sigmoid(x): return Sigmoid()(as_tensor("sigmoid", x))
+def relu(x): return ReLU()(as_tensor("relu", x))

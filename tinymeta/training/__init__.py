@@ -16,5 +16,5 @@ from .progress import Progress
 from .loop import (Training, TrainingError, Diverged, Interrupted, Hook, LinearDecay, StepDecay, Validation,
                    Log, CHECKPOINT, read as read_checkpoint)
 from .evaluation import meta_test, report
-from .config import Config, ConfigError
-from .cli import UsageError, run_main
+from .config import Config, ConfigError, Option
+from .cli import ArgumentParser, UsageError, run_main

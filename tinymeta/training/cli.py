@@ -4,6 +4,7 @@
     error: <one sentence>                exit 1   training diverged (inf/NaN)
     <stopped by SIGINT ...; resume with>  exit 130 (SIGINT) or 143 (SIGTERM), checkpoint saved
 """
+import argparse
 import sys
 
 from ..checkpoint import CheckpointError
@@ -14,6 +15,14 @@ from .loop import Diverged, Interrupted, TrainingError
 
 class UsageError(Exception):
     """A bad option or file, found by an experiment itself."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one ``error:`` line (through ``run_main``), exit 2,
+    instead of argparse's usage block."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see --help)")
 
 
 USER_ERRORS = (UsageError, ConfigError, RunFolderError, TrainingError, CheckpointError)

@@ -85,6 +85,7 @@ class Option:
     matters: bool = True               # changes the training trajectory: fixed on resume
     flag: Optional[str] = None         # command-line spelling, default --name-with-dashes
     store_false: bool = False          # a flag that sets the option to False (e.g. --non-transductive)
+    many: bool = False                 # takes one or more values on the command line (a list)
 
 
 class Config:
@@ -105,6 +106,8 @@ class Config:
                                     default=None, help=opt.help)
                 continue
             kw = {"choices": opt.type.choices} if hasattr(opt.type, "choices") else {}
+            if opt.many:
+                kw["nargs"] = "+"
             parser.add_argument(self.flag(name), dest=name, type=_argparse_type(opt.type),
                                 default=None, help=opt.help, **kw)
 
