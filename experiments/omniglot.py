@@ -82,7 +82,6 @@ adaptation); a metric learner takes each run's 20 training images as its support
 runs come from the evaluation alphabets, so only a ``--split lake`` model has never seen
 their characters (a warning says so for a MAML-split model).
 """
-import hashlib
 import os
 import signal
 import sys
@@ -97,7 +96,9 @@ from autograd.allocator import reuse_large_allocations
 from tinymeta import checkpoint
 from tinymeta.algorithms import (ANIL, MAML, FullContextEmbedding, MatchingNet, MetaSGD, ProtoNet, RelationModel,
                                  RelationNet, Reptile, Siamese, SiameseModel)
-from tinymeta.data.omniglot import augment_rotations, lake_split, load_lake_runs, load_omniglot, maml_split
+from tinymeta.data import load_splits
+from tinymeta.data.omniglot import load_lake_runs
+from tinymeta.data.splits import DATASETS, dataset_defaults
 from tinymeta.models import Conv4
 from tinymeta.optim import Adam
 from tinymeta.tasks.episodic import Episode, EpisodeSampler
@@ -110,7 +111,6 @@ from tinymeta.training.config import (Config, ConfigError, Option, boolean, choi
 
 ALGOS = ("maml", "fomaml", "reptile", "anil", "metasgd", "protonet", "matchingnet", "matchingnet_fce",
          "relationnet", "siamese")
-IMAGE_SIZE = 28
 DRAWINGS = 20
 VAL_SEED = 20170309       # the validation tasks: the same ones at every validation
 EVAL_SEED = 1             # default seed of the meta-test tasks
@@ -125,14 +125,13 @@ MAML_DEFAULTS = {        # Finn et al. 2017, Appendix A.1, by ways
     20: {"inner_lr": 0.1, "inner_steps": 5, "eval_steps": 5, "meta_batch": 16},
 }
 COMMON_DEFAULTS = {"ways": 5, "shots": 1, "query": 15, "seed": 0, "split": "maml", "dtype": "float32",
-                   "filters": 64, "transductive": True, "val_tasks": 100, "val_every": 500,
-                   "checkpoint_every": 1000, "image_size": IMAGE_SIZE, "n_val": 100, "split_seed": 0,
-                   "fce_steps": None}
+                   "transductive": True, "val_tasks": 100, "val_every": 500, "checkpoint_every": 1000,
+                   "n_val": 100, "split_seed": 0, "fce_steps": None}
 REPTILE_DEFAULTS = {"inner_lr": 1e-3, "inner_steps": 5, "eval_steps": 50, "meta_batch": 5,
                     "outer_lr": 1.0, "iterations": 100000, "meta_lr": None}
 REPTILE_ADAM_BETAS = (0.0, 0.999)
 PROTONET_DEFAULTS = {   # Snell et al. 2017, Section 3.1: 60-way training episodes, 5 queries per class
-    "ways": 60, "query": 5, "test_ways": 5, "test_query": 15, "meta_batch": 1, "meta_lr": 1e-3,
+    "lr_halve_every": 2000, "ways": 60, "query": 5, "test_ways": 5, "test_query": 15, "meta_batch": 1, "meta_lr": 1e-3,
     "lr_halve_every": 2000, "transductive": False, "inner_lr": None, "inner_steps": None,
     "outer_lr": None, "eval_steps": 0, "iterations": 20000, "val_every": 1000, "val_tasks": 200}
 METRIC_DEFAULTS = {     # what the metric learners share: no inner loop; test episodes with 15 queries per class
@@ -148,6 +147,7 @@ SIAMESE_DEFAULTS = {    # Koch et al. 2015: minibatches of 128 pairs; validated 
     "ways": 20, "query": 15, "meta_batch": 128, "transductive": False, "iterations": 50000}
 
 OPTIONS = {
+    "dataset": Option(choice(*DATASETS), "data set (default omniglot; see docs/data.md)"),
     "algo": Option(choice(*ALGOS), "meta-learner (default maml)"),
     "ways": Option(positive_int, "classes per task (default 5)"),
     "shots": Option(positive_int, "support examples per class (default 1)"),
@@ -168,7 +168,10 @@ OPTIONS = {
     "transductive": Option(boolean, "batch norm with running statistics at meta-test "
                                     "(default: transductive)", flag="--non-transductive",
                            store_false=True),
-    "image_size": Option(positive_int, "image side in pixels (default 28)", flag="--image-size"),
+    "image_size": Option(positive_int, "image side in pixels (default 28; mini-ImageNet 84)"),
+    "in_channels": Option(positive_int, "image channels (default: the data set's, 1 or 3)"),
+    "max_pool": Option(boolean, "Conv4 blocks with 2x2 max-pool instead of stride 2 (default: "
+                                "the data set's paper setting; ProtoNets always)"),
     "n_val": Option(non_negative_int, "validation characters held out of training (default 100)"),
     "split_seed": Option(non_negative_int, "seed of the class split (default 0)"),
     "fce_steps": Option(positive_int, f"read steps K of the attention LSTM of --algo matchingnet_fce "
@@ -192,48 +195,49 @@ OPTIONS = {
 
 
 def defaults(chosen):
-    """The papers' defaults for the chosen algorithm and number of ways."""
-    algo, ways = chosen.get("algo", "maml"), chosen.get("ways", 5)
+    """The papers' defaults for the chosen data set, algorithm, ways and shots."""
+    algo, ways, dataset = chosen.get("algo", "maml"), chosen.get("ways", 5), chosen.get("dataset", "omniglot")
     if algo == "protonet":
-        return {**COMMON_DEFAULTS, **PROTONET_DEFAULTS, "algo": algo}
-    if algo in ("matchingnet", "matchingnet_fce"):
-        cfg = {**COMMON_DEFAULTS, **METRIC_DEFAULTS, **MATCHING_DEFAULTS, "algo": algo}
-        return {**cfg, "test_ways": chosen.get("ways", cfg["ways"]),
-                "fce_steps": FCE_STEPS if algo == "matchingnet_fce" else None}
-    if algo == "relationnet":
-        cfg = {**COMMON_DEFAULTS, **METRIC_DEFAULTS, **RELATION_DEFAULTS, "algo": algo}
-        w = chosen.get("ways", cfg["ways"])
-        key = (20 if w >= 20 else 5, 1 if chosen.get("shots", cfg["shots"]) == 1 else 5)
-        return {**cfg, "query": RELATION_QUERY[key], "test_ways": w}
-    if algo == "siamese":
-        cfg = {**COMMON_DEFAULTS, **METRIC_DEFAULTS, **SIAMESE_DEFAULTS, "algo": algo}
-        return {**cfg, "test_ways": chosen.get("ways", cfg["ways"])}
-    if algo == "reptile":
-        cfg = {**COMMON_DEFAULTS, **REPTILE_DEFAULTS, "algo": algo}
+        cfg = {**COMMON_DEFAULTS, **PROTONET_DEFAULTS}
+    elif algo in ("matchingnet", "matchingnet_fce"):
+        cfg = {**COMMON_DEFAULTS, **METRIC_DEFAULTS, **MATCHING_DEFAULTS,
+               "fce_steps": FCE_STEPS if algo == "matchingnet_fce" else None}
+    elif algo == "relationnet":
+        cfg = {**COMMON_DEFAULTS, **METRIC_DEFAULTS, **RELATION_DEFAULTS}
+        key = (20 if ways >= 20 else 5, 1 if chosen.get("shots", 1) == 1 else 5)
+        cfg["query"] = RELATION_QUERY[key]
+    elif algo == "siamese":
+        cfg = {**COMMON_DEFAULTS, **METRIC_DEFAULTS, **SIAMESE_DEFAULTS}
+    elif algo == "reptile":
+        cfg = {**COMMON_DEFAULTS, **REPTILE_DEFAULTS}
     else:
         per_ways = MAML_DEFAULTS[20] if ways >= 20 else MAML_DEFAULTS[5]
-        cfg = {**COMMON_DEFAULTS, **per_ways, "algo": algo, "meta_lr": 1e-3, "outer_lr": None,
-               "iterations": 60000}
-    return {**cfg, "lr_halve_every": 0, "test_ways": chosen.get("ways", cfg["ways"]),
-            "test_query": chosen.get("query", cfg["query"])}
+        cfg = {**COMMON_DEFAULTS, **per_ways, "meta_lr": 1e-3, "outer_lr": None, "iterations": 60000}
+    paper = dataset_defaults(dataset, ways, chosen.get("shots", 1))
+    if dataset != "omniglot" and algo not in ("reptile", *HEADLESS):
+        cfg.update({k: paper[k] for k in ("inner_lr", "inner_steps", "eval_steps", "meta_batch", "query")})
+    cfg.update({"algo": algo, "dataset": dataset, "image_size": paper["image_size"],
+                "in_channels": paper["model"]["in_channels"], "filters": paper["model"]["filters"],
+                "max_pool": paper["model"]["max_pool"] or algo in HEADLESS})
+    if algo in HEADLESS:
+        cfg["filters"] = 64                                   # Snell et al.'s encoder on every data set
+    cfg.setdefault("lr_halve_every", 0)
+    cfg.setdefault("test_ways", chosen.get("ways", cfg["ways"]))
+    cfg.setdefault("test_query", chosen.get("query", cfg["query"]))
+    return cfg
 
 
 def check(cfg):
-    if cfg["shots"] + cfg["query"] > DRAWINGS:
-        raise ConfigError(f"--shots + --query = {cfg['shots']} + {cfg['query']} = "
-                          f"{cfg['shots'] + cfg['query']} is more than the {DRAWINGS} drawings of "
-                          "each Omniglot character")
-    if cfg["ways"] < 2:
-        raise ConfigError(f"--ways must be at least 2, got {cfg['ways']}")
-    if cfg["test_ways"] > 423:                      # the smallest split part a run uses: 423 test classes
-        raise ConfigError(f"--test-ways {cfg['test_ways']} is more than the 423 test characters of "
-                          "the MAML split (at most 423; the Lake split has 659)")
+    if cfg["dataset"] == "omniglot":
+        for queries, flag in ((cfg["query"], "--query"), (cfg["test_query"], "--test-query")):
+            if cfg["shots"] + queries > DRAWINGS:
+                raise ConfigError(f"--shots + {flag} = {cfg['shots']} + {queries} = {cfg['shots'] + queries} "
+                                  f"is more than the {DRAWINGS} drawings of each Omniglot character")
+    if cfg["ways"] < 2 or cfg["test_ways"] < 2:
+        raise ConfigError(f"--ways and --test-ways must be at least 2, got {cfg['ways']} and {cfg['test_ways']}")
     if cfg["algo"] not in HEADLESS and cfg["test_ways"] != cfg["ways"]:
         raise ConfigError(f"--test-ways {cfg['test_ways']} differs from --ways {cfg['ways']}, but "
                           f"--algo {cfg['algo']} has a {cfg['ways']}-way head")
-    if cfg["shots"] + cfg["test_query"] > DRAWINGS:
-        raise ConfigError(f"--shots + --test-query = {cfg['shots'] + cfg['test_query']} is more than "
-                          f"the {DRAWINGS} drawings of each Omniglot character")
     unused = ["meta_lr"] if cfg["algo"] == "reptile" else ["outer_lr"]
     if cfg["algo"] in HEADLESS:
         unused = ["outer_lr", "inner_lr", "inner_steps"]
@@ -254,28 +258,35 @@ RECIPES = Path(__file__).with_name("configs")
 
 
 def load_split(cfg, data_dir):
-    """(train classes rotated ×4, validation classes, test classes, fingerprint)."""
-    data = load_omniglot(data_dir, size=cfg["image_size"])
-    if cfg["split"] == "maml":
-        split = maml_split(data, seed=cfg["split_seed"], n_val=cfg["n_val"])
-        train, val, test = split.train, split.val, split.test
-    else:
-        split = lake_split(data)
-        order = np.random.default_rng(cfg["split_seed"]).permutation(len(split.train))
-        n_val = min(cfg["n_val"], len(order))
-        train, val = split.train[np.sort(order[n_val:])], split.train[np.sort(order[:n_val])]
-        test = split.test
-    digest = hashlib.sha256()
-    for part in (train, val, test):
-        digest.update(np.ascontiguousarray(part).tobytes())
-    return augment_rotations(train), val, test, digest.hexdigest()
+    """(training, validation, test classes, data fingerprint) from ``tinymeta.data``."""
+    options = {"split": cfg["split"], "split_seed": cfg["split_seed"], "n_val": cfg["n_val"]}
+    if cfg["dataset"] == "folder":
+        options = {"split_seed": cfg["split_seed"]}
+    elif cfg["dataset"] != "omniglot":
+        options = {}
+    splits = load_splits(cfg["dataset"], data_dir, image_size=cfg["image_size"], **options)
+    return splits.train, splits.val, splits.test, splits.fingerprint
 
 
-def check_classes(ways, **parts):
-    for name, classes in parts.items():
-        if ways > len(classes):
+def check_classes(cfg, training=None, validation=None, test=None):
+    """Every split a run will draw tasks from has enough classes: checked before training."""
+    for name, classes, ways, flag in (("training", training, cfg["ways"], "--ways"),
+                                      ("validation", validation, cfg["test_ways"], "--test-ways"),
+                                      ("test", test, cfg["test_ways"], "--test-ways")):
+        if classes is not None and ways > len(classes):
             hint = " (--val-tasks 0 turns validation off)" if name == "validation" else ""
-            raise UsageError(f"--ways {ways} is more than the {len(classes)} {name} classes{hint}")
+            raise UsageError(f"{flag} {ways} is more than the {len(classes)} {name} classes{hint}")
+
+
+def check_images(cfg, classes):
+    """The model's input (channels, size) matches the data's images."""
+    first = classes[0] if isinstance(classes, list) else classes[0]
+    shape = tuple(first.shape[1:])
+    channels = 1 if len(shape) == 2 else shape[0]
+    if channels != cfg["in_channels"] or shape[-1] != cfg["image_size"]:
+        raise UsageError(f"the {cfg['dataset']} images are {channels}x{shape[-2]}x{shape[-1]} but the "
+                         f"model expects {cfg['in_channels']}x{cfg['image_size']}x{cfg['image_size']}: "
+                         f"pass --in-channels {channels}")
 
 
 def sampler(cfg, classes, seed, test=False):
@@ -326,13 +337,13 @@ def conv4(cfg):
     """Conv4 with a ways-way head, or for the metric learners the encoder of Snell et al. and
     Vinyals et al.: max-pool blocks, no head (64 features on 28×28)."""
     headless = cfg["algo"] in HEADLESS
-    return Conv4(None if headless else cfg["ways"], in_channels=1, filters=cfg["filters"],
-                 image_size=cfg["image_size"], max_pool=headless, transductive=cfg["transductive"])
+    return Conv4(None if headless else cfg["ways"], in_channels=cfg["in_channels"], filters=cfg["filters"],
+                 image_size=cfg["image_size"], max_pool=cfg["max_pool"], transductive=cfg["transductive"])
 
 
 MODELS = {              # the model of each learner that is not a plain Conv4
     "matchingnet_fce": lambda c: FullContextEmbedding(conv4(c), c["fce_steps"]),
-    "relationnet": lambda c: RelationModel(1, filters=c["filters"], image_size=c["image_size"]),
+    "relationnet": lambda c: RelationModel(c["in_channels"], filters=c["filters"], image_size=c["image_size"]),
     "siamese": lambda c: SiameseModel(conv4(c)),
 }
 
@@ -444,10 +455,10 @@ def train(args):
                 say(f"--resume: no checkpoint at {path}; starting from scratch")
             cfg = CONFIG.resolve(args)
         t0 = time.perf_counter()
-        train_classes, val_classes, _test, fingerprint = load_split(cfg, args.data_dir)
-        check_classes(cfg["ways"], training=train_classes)
-        if cfg["val_tasks"]:
-            check_classes(cfg["test_ways"], validation=val_classes)
+        train_classes, val_classes, test_classes, fingerprint = load_split(cfg, args.data_dir)
+        check_classes(cfg, training=train_classes, test=test_classes,
+                      validation=val_classes if cfg["val_tasks"] else None)
+        check_images(cfg, train_classes)
         learner = build(cfg)
         kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
 
@@ -509,7 +520,8 @@ def evaluate(args):
     for option, key in (("ways", "test_ways"), ("shots", "shots"), ("query", "test_query")):
         if getattr(args, option) is not None:
             cfg[key] = getattr(args, option)
-    cfg["query"] = max(1, min(cfg["query"], DRAWINGS - cfg["shots"]))   # training queries play no part here
+    if cfg["dataset"] == "omniglot":                  # training queries play no part in evaluation
+        cfg["query"] = max(1, min(cfg["query"], DRAWINGS - cfg["shots"]))
     cfg = CONFIG.check(cfg)
     steps = cfg["eval_steps"] if args.eval_steps is None else args.eval_steps
     say = (lambda *a: None) if args.quiet else (lambda msg: print(msg, flush=True))
@@ -527,7 +539,7 @@ def evaluate(args):
             print(f"warning: {data_note}", file=sys.stderr, flush=True)
         if args.lake:
             return evaluate_lake(args, folder, path, cfg, meta, learner, steps, say, t0)
-        check_classes(cfg["test_ways"], test=test)
+        check_classes(cfg, test=test)
         results = meta_test(learner, sampler(cfg, test, args.seed, test=True), args.tasks, steps,
                             task_chunk(cfg))
         acc = summarize(100.0 * results["accuracy"])
@@ -556,6 +568,8 @@ def lake_episode(runs, dtype):
 
 
 def evaluate_lake(args, folder, path, cfg, meta, learner, steps, say, t0):
+    if cfg["dataset"] != "omniglot":
+        raise UsageError(f"--lake needs an Omniglot model, this one was trained on {cfg['dataset']}")
     runs = load_lake_runs(args.data_dir, size=cfg["image_size"])
     if cfg["split"] != "lake":
         print("warning: this model was trained on the MAML split, whose training classes include "

@@ -46,13 +46,6 @@ def test_omniglot_splits_are_the_experiment_arrays(omniglot_data_dir, split):
     for got, want in zip((splits.train, splits.val, splits.test), expected):
         assert got.dtype == want.dtype == np.float32
         np.testing.assert_array_equal(got, want)
-    try:  # and the script's own function, while it still exists
-        from experiments.omniglot import load_split
-    except ImportError:
-        return
-    for got, want in zip((splits.train, splits.val, splits.test),
-                         load_split({"image_size": 28, "split": split, "split_seed": 0, "n_val": 100}, omniglot_data_dir)):
-        np.testing.assert_array_equal(got, want)
 
 
 def test_omniglot_info_and_names(omniglot_data_dir):

@@ -89,7 +89,7 @@ def test_checkpoint_log_and_curves_are_written(runs):
     assert "conv0.w" in checkpoint.split(arrays, "params")
     assert checkpoint.split(arrays, "optimizer") and meta["learner"]["optimizer"]["t"] == 4
     assert len(arrays["log/loss"]) == 4 and list(arrays["log/val_iteration"]) == [2, 4]
-    assert "state" in meta["tasks_state"] and len(meta["data"]) == 64
+    assert "state" in meta["tasks_state"] and len(meta["data"]) == 16
     lines = (out / "log.csv").read_text().splitlines()
     assert lines[0] == "iteration,loss,train_accuracy,validation,elapsed_s" and len(lines) == 5
     assert lines[2].split(",")[3] != "" and lines[1].split(",")[3] == ""
@@ -185,7 +185,8 @@ def test_20_way_lake_adapts_and_reptile_trains(data_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--shots", 10, "--query", 15], "--shots + --query = 10 + 15 = 25 is more than the 20"),
-    (["--ways", 5000], "--test-ways 5000 is more than the 423 test characters"),
+    (["--ways", 5000], "--ways 5000 is more than the 4400 training classes"),
+    (["--algo", "protonet", "--test-ways", 500, "--val-tasks", 0], "--test-ways 500 is more than the 423 test classes"),
     (["--algo", "protonet", "--inner-lr", 0.1], "--inner-lr does not apply to --algo protonet"),
     (["--ways", 5, "--test-ways", 20], "--algo maml has a 5-way head"),
     (["--iterations", 0], "--iterations: must be >= 1"),
@@ -275,12 +276,37 @@ def test_protonet_trains_and_evaluates_at_other_ways(data_dir, tmp_path, capsys)
     assert "20-way 1-shot test accuracy (protonet" in text
 
 
-@pytest.mark.parametrize("recipe", sorted((REPO / "experiments" / "configs").glob("omniglot_*.json")),
+@pytest.mark.parametrize("recipe", sorted((REPO / "experiments" / "configs").glob("[om]*i*_*.json")),
                          ids=lambda p: p.stem)
 def test_every_shipped_recipe_resolves(recipe):
     args = omniglot.train_parser().parse_args(["--config", str(recipe)])
     cfg = omniglot.CONFIG.resolve(args)
     assert cfg["algo"] in omniglot.ALGOS and cfg["iterations"] >= 10000
+
+
+def test_a_folder_of_images_trains_and_evaluates(tmp_path, capsys):
+    """--dataset folder: a user's own ROOT/<class>/<image> tree, colour, unequal classes."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    root = tmp_path / "images"
+    for c in range(20):
+        (root / f"class{c:02d}").mkdir(parents=True)
+        for i in range(5 + c % 3):                                     # 5, 6 or 7 images
+            pixels = (rng.random((20, 24, 3)) * 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / f"class{c:02d}" / f"{i}.png")
+    out = tmp_path / "run"
+    code, _, err = run_main(["--dataset", "folder", "--data-dir", root, "--image-size", 16, "--ways", 3,
+                             "--shots", 1, "--query", 2, "--meta-batch", 2, "--filters", 4,
+                             "--iterations", 2, "--val-tasks", 2, "--checkpoint-every", 2, "--quiet",
+                             "--out", out], capsys)
+    assert code == 0, err
+    arrays, meta = checkpoint.load(out / "checkpoint.npz")
+    assert meta["config"]["in_channels"] == 3 and meta["config"]["max_pool"] is True
+    assert arrays["params/conv0.w"].shape == (4, 3, 3, 3)
+    code, text, err = run_main(["evaluate", out / "checkpoint.npz", "--data-dir", root, "--tasks", 3,
+                                "--out", tmp_path / "ev"], capsys)
+    assert code == 0, err
+    assert "3-way 1-shot test accuracy (maml" in text
 
 
 # --- the metric learners: Matching (± FCE), Relation and Siamese networks -------------------------
@@ -355,13 +381,14 @@ def test_lake_runs_with_a_background_only_metric_model(algo, data_dir, tmp_path,
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--algo", "relationnet", "--ways", 5000], "--test-ways 5000 is more than the 423 test characters"),
-    (["--algo", "siamese", "--ways", 500], "--test-ways 500 is more than the 423 test characters"),
+    (["--algo", "relationnet", "--ways", 5000], "--ways 5000 is more than the 4400 training classes"),
+    (["--algo", "siamese", "--ways", 500], "--test-ways 500 is more than the 100 validation classes"),
+    (["--algo", "siamese", "--ways", 500, "--val-tasks", 0], "--test-ways 500 is more than the 423 test classes"),
     (["--algo", "matchingnet", "--split", "lake", "--ways", 5000, "--test-ways", 5],
      "--ways 5000 is more than the 3456 training classes"),
     (["--algo", "matchingnet_fce", "--shots", 10, "--query", 15], "--shots + --query = 10 + 15 = 25 is more than the 20"),
     (["--algo", "siamese", "--shots", 21], "is more than the 20 drawings"),
-    (["--algo", "relationnet", "--shots", 6, "--query", 5], "--shots + --test-query = 21 is more than the 20"),
+    (["--algo", "relationnet", "--shots", 6, "--query", 5], "--shots + --test-query = 6 + 15 = 21 is more than the 20"),
     (["--algo", "relationnet", "--non-transductive"], "--non-transductive does not apply to --algo relationnet"),
     (["--algo", "matchingnet", "--fce-steps", 3], "--fce-steps does not apply to --algo matchingnet"),
     (["--algo", "maml", "--fce-steps", 3], "--fce-steps does not apply to --algo maml"),
@@ -378,8 +405,8 @@ def test_evaluate_refuses_more_ways_or_shots_than_the_data_hold(data_dir, tmp_pa
     out = tmp_path / "m"
     assert run_main(["--algo", "matchingnet", "--iterations", 1, *METRIC_TINY, "--out", out,
                      "--data-dir", data_dir], capsys)[0] == 0
-    for argv, message in ((["--ways", 500], "--test-ways 500 is more than the 423 test characters"),
-                          (["--shots", 10], "--shots + --test-query = 25 is more than the 20 drawings"),
+    for argv, message in ((["--ways", 500], "--test-ways 500 is more than the 423 test classes"),
+                          (["--shots", 10], "--shots + --test-query = 10 + 15 = 25 is more than the 20 drawings"),
                           (["--shots", 25], "is more than the 20 drawings")):
         code, text, err = run_main(["evaluate", out / "checkpoint.npz", *argv, "--data-dir", data_dir,
                                     "--out", tmp_path / "ev"], capsys)
