@@ -122,6 +122,18 @@ def test_pairs_are_balanced_distinct_and_labelled():
     assert 0 < order[:32].sum() < 32                                   # shuffled, not same-first
 
 
+def test_pairs_from_classes_of_unequal_size():
+    sizes = (2, 3, 5)
+    classes = [np.full((k, 2, 2), 10.0 * c) + np.arange(k)[:, None, None] for c, k in enumerate(sizes)]
+    pairs = PairSampler(classes, rng=2, dtype=np.float64).sample_batch(200)
+    assert int(pairs.same.sum()) == 100
+    for a, b, (c1, c2), same in zip(pairs.first, pairs.second, pairs.classes, pairs.same):
+        assert (int(a[0, 0, 0]) // 10, int(b[0, 0, 0]) // 10) == (c1, c2)      # drawn from its class
+        assert (same == 1.0) == (c1 == c2) and not np.array_equal(a, b)
+    drawings = {(c, int(x[0, 0, 0]) % 10) for x, c in zip(pairs.first, pairs.classes[:, 0])}
+    assert drawings == {(c, k) for c, n in enumerate(sizes) for k in range(n)}   # every drawing, none beyond
+
+
 def test_pair_stream_resumes_where_it_was_saved():
     images = np.random.default_rng(0).random((5, 3, 4, 4))
     sampler = PairSampler(images, rng=3)
@@ -137,8 +149,8 @@ def test_pair_stream_resumes_where_it_was_saved():
 
 
 @pytest.mark.parametrize("shape, message", [
-    ((1, 5, 4, 4), "at least 2 classes"),
-    ((5, 1, 4, 4), "and 2 examples each"),
+    ((1, 5, 4, 4), "at least 2 classes .* there are 1 classes"),
+    ((5, 1, 4, 4), "2 examples in each .* class 0 has 1"),
 ])
 def test_pair_sampler_refuses_too_few_classes_or_drawings(shape, message):
     with pytest.raises(ValueError, match=message):
