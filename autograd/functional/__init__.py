@@ -10,3 +10,4 @@ from .pooling import max_pool2d
 from .batchnorm import batch_norm, batch_norm_relu
 from .losses import cross_entropy, mse_loss
 from ..ops import relu, softmax, log_softmax
+from .recurrent import lstm_cell, lstm, bidirectional_lstm, lstm_parameters
