@@ -295,7 +295,11 @@ def sampler(cfg, classes, seed, test=False):
     if cfg["algo"] == "siamese" and not test:
         return PairSampler(classes, rng=seed, dtype=np.dtype(cfg["dtype"]))
     ways, query = (cfg["test_ways"], cfg["test_query"]) if test else (cfg["ways"], cfg["query"])
-    return EpisodeSampler(classes, ways, cfg["shots"], query, rng=seed, dtype=np.dtype(cfg["dtype"]))
+    try:
+        return EpisodeSampler(classes, ways, cfg["shots"], query, rng=seed, dtype=np.dtype(cfg["dtype"]))
+    except ValueError as e:                       # e.g. a class with fewer images than shots + queries
+        which = "--test-ways/--test-query" if test else "--ways/--shots/--query"
+        raise UsageError(f"{e} (check {which})") from None
 
 
 def task_chunk(cfg):
@@ -459,6 +463,8 @@ def train(args):
         check_classes(cfg, training=train_classes, test=test_classes,
                       validation=val_classes if cfg["val_tasks"] else None)
         check_images(cfg, train_classes)
+        for classes in ((val_classes,) if cfg["val_tasks"] else ()) + (test_classes,):
+            sampler(cfg, classes, 0, test=True)          # evaluation must accept this configuration
         learner = build(cfg)
         kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
 

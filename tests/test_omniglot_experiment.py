@@ -411,3 +411,18 @@ def test_evaluate_refuses_more_ways_or_shots_than_the_data_hold(data_dir, tmp_pa
         code, text, err = run_main(["evaluate", out / "checkpoint.npz", *argv, "--data-dir", data_dir,
                                     "--out", tmp_path / "ev"], capsys)
         assert code == 2 and message in err and "Traceback" not in err, err
+
+
+def test_a_test_configuration_too_big_for_the_data_is_refused_before_training(tmp_path, capsys):
+    from PIL import Image
+    rng = np.random.default_rng(1)
+    root = tmp_path / "images"
+    for c in range(30):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray((rng.random((16, 16)) * 255).astype(np.uint8)).save(root / f"c{c}" / f"{i}.png")
+    code, _, err = run_main(["--algo", "protonet", "--dataset", "folder", "--data-dir", root, "--image-size", 16,
+                             "--in-channels", 1, "--ways", 3, "--query", 2, "--filters", 4, "--iterations", 2,
+                             "--out", tmp_path / "run"], capsys)
+    assert code == 2 and "1 + 15 = 16 is more than the 6 examples" in err and "--test-query" in err
+    assert not (tmp_path / "run" / "checkpoint.npz").exists()
