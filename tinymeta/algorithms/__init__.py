@@ -7,3 +7,4 @@ from .metasgd import MetaSGD
 from .reptile import Reptile
 from .joint import JointTraining
 from .protonet import ProtoNet
+from .imaml import IMAML
