@@ -35,6 +35,10 @@ MAML family (``maml``, ``fomaml``, ``anil``, ``metasgd``; Finn et al. 2017, Appe
 * 15 query examples per class, Adam with ``--meta-lr`` 1e-3, 60 000 iterations.
   Meta-SGD starts its learned per-parameter step sizes at α.
 
+iMAML (``imaml``; Rajeswaran et al. 2019): the 5-way settings above with 16 proximal
+descent steps of α = 0.1 (``--inner-lr``, our choice, not tuned) toward λ = 2 (``--lam``),
+the meta-gradient by 5 conjugate-gradient steps (``--cg-steps``), 16 steps at test.
+
 Reptile (Nichol et al. 2018, Table 3, simplified): per task, 5 steps of Adam (lr 1e-3,
 β₁ = 0, the moments reset for every task) on the task's support *and* query examples
 together, then θ ← θ + ε·mean(Wᵢ − θ) with ε (``--outer-lr``) 1.0 annealed linearly to 0
@@ -73,7 +77,7 @@ from autograd import Tensor, backend, no_grad
 from autograd import functional as F
 from autograd.allocator import reuse_large_allocations
 from tinymeta import checkpoint
-from tinymeta.algorithms import ANIL, MAML, MetaSGD, ProtoNet, Reptile
+from tinymeta.algorithms import ANIL, IMAML, MAML, MetaSGD, ProtoNet, Reptile
 from tinymeta.data import load_splits
 from tinymeta.data.omniglot import load_lake_runs
 from tinymeta.data.splits import DATASETS, dataset_defaults
@@ -86,7 +90,7 @@ from tinymeta.training import (ArgumentParser, CHECKPOINT, LinearDecay, StepDeca
 from tinymeta.training.config import (Config, ConfigError, Option, boolean, choice, non_negative_int,
                                       positive_float, positive_int)
 
-ALGOS = ("maml", "fomaml", "reptile", "anil", "metasgd", "protonet")
+ALGOS = ("maml", "fomaml", "reptile", "anil", "metasgd", "protonet", "imaml")
 DRAWINGS = 20
 VAL_SEED = 20170309       # the validation tasks: the same ones at every validation
 EVAL_SEED = 1             # default seed of the meta-test tasks
@@ -103,6 +107,8 @@ MAML_DEFAULTS = {        # Finn et al. 2017, Appendix A.1, by ways
 COMMON_DEFAULTS = {"ways": 5, "shots": 1, "query": 15, "seed": 0, "split": "maml", "dtype": "float32",
                    "transductive": True, "val_tasks": 100, "val_every": 500, "checkpoint_every": 1000,
                    "n_val": 100, "split_seed": 0}
+IMAML_DEFAULTS = {       # Rajeswaran et al. 2019, Omniglot: λ = 2, 16 proximal steps, 5 CG steps
+    "lam": 2.0, "cg_steps": 5, "inner_steps": 16, "eval_steps": 16, "inner_lr": 0.1}
 REPTILE_DEFAULTS = {"inner_lr": 1e-3, "inner_steps": 5, "eval_steps": 50, "meta_batch": 5,
                     "outer_lr": 1.0, "iterations": 100000, "meta_lr": None}
 REPTILE_ADAM_BETAS = (0.0, 0.999)
@@ -135,6 +141,8 @@ OPTIONS = {
     "in_channels": Option(positive_int, "image channels (default: the data set's, 1 or 3)"),
     "max_pool": Option(boolean, "Conv4 blocks with 2x2 max-pool instead of stride 2 (default: "
                                 "the data set's paper setting; ProtoNets always)"),
+    "lam": Option(positive_float, "iMAML's proximal strength λ in (λ/2)‖φ − θ‖² (default 2)"),
+    "cg_steps": Option(positive_int, "iMAML's conjugate-gradient steps for (I + H/λ)⁻¹ (default 5)"),
     "n_val": Option(non_negative_int, "validation characters held out of training (default 100)"),
     "split_seed": Option(non_negative_int, "seed of the class split (default 0)"),
     "lr_halve_every": Option(non_negative_int, "halve the outer learning rate every N iterations, "
@@ -165,6 +173,8 @@ def defaults(chosen):
     else:
         per_ways = MAML_DEFAULTS[20] if ways >= 20 else MAML_DEFAULTS[5]
         cfg = {**COMMON_DEFAULTS, **per_ways, "meta_lr": 1e-3, "outer_lr": None, "iterations": 60000}
+        if algo == "imaml":
+            cfg.update(IMAML_DEFAULTS)
     paper = dataset_defaults(dataset, ways, chosen.get("shots", 1))
     if dataset != "omniglot" and algo not in ("protonet", "reptile"):
         cfg.update({k: paper[k] for k in ("inner_lr", "inner_steps", "eval_steps", "meta_batch", "query")})
@@ -174,6 +184,8 @@ def defaults(chosen):
     if algo in HEADLESS:
         cfg["filters"] = 64                                   # Snell et al.'s encoder on every data set
     cfg.setdefault("lr_halve_every", 0)
+    cfg.setdefault("lam", None)
+    cfg.setdefault("cg_steps", None)
     cfg.setdefault("test_ways", chosen.get("ways", cfg["ways"]))
     cfg.setdefault("test_query", chosen.get("query", cfg["query"]))
     return cfg
@@ -191,7 +203,7 @@ def check(cfg):
         raise ConfigError(f"--test-ways {cfg['test_ways']} differs from --ways {cfg['ways']}, but "
                           f"--algo {cfg['algo']} has a {cfg['ways']}-way head")
     unused = {"reptile": ["meta_lr"], "protonet": ["outer_lr", "inner_lr", "inner_steps"]}.get(
-        cfg["algo"], ["outer_lr"])
+        cfg["algo"], ["outer_lr"]) + ([] if cfg["algo"] == "imaml" else ["lam", "cg_steps"])
     for k in unused:
         if cfg.get(k) is not None:
             raise ConfigError(f"--{k.replace('_', '-')} does not apply to --algo {cfg['algo']}")
@@ -262,6 +274,9 @@ LEARNERS = {     # algo → (model, params, cfg, batched) → learner; the bench
     "reptile": lambda m, p, c, batched=True: Reptile(m, p, F.cross_entropy, c["inner_lr"], c["inner_steps"],
                                                      outer_lr=c["outer_lr"], inner_optimizer="adam",
                                                      adam_betas=REPTILE_ADAM_BETAS, batched=batched),
+    "imaml": lambda m, p, c, batched=True: IMAML(m, p, F.cross_entropy, c["inner_lr"], c["inner_steps"],
+                                                 lam=c["lam"], cg_steps=c["cg_steps"], optimizer=adam(c),
+                                                 batched=batched),
     "protonet": lambda m, p, c, batched=True: ProtoNet(m, p, optimizer=adam(c), batched=batched),
 }
 HEADLESS = ("protonet",)       # learners whose model is an embedding: any ways at test
