@@ -39,6 +39,10 @@ iMAML (``imaml``; Rajeswaran et al. 2019): the 5-way settings above with 16 prox
 descent steps of α = 0.1 (``--inner-lr``, our choice, not tuned) toward λ = 2 (``--lam``),
 the meta-gradient by 5 conjugate-gradient steps (``--cg-steps``), 16 steps at test.
 
+MAML++ (Antoniou et al. 2019) as options of ``maml``/``fomaml``, each off by default:
+``--multi-step-loss N``, ``--per-step-lr true``, ``--per-step-bn true``,
+``--first-order-iterations N``, ``--cosine-meta-lr true`` (see ``tinymeta.algorithms.maml``).
+
 Reptile (Nichol et al. 2018, Table 3, simplified): per task, 5 steps of Adam (lr 1e-3,
 β₁ = 0, the moments reset for every task) on the task's support *and* query examples
 together, then θ ← θ + ε·mean(Wᵢ − θ) with ε (``--outer-lr``) 1.0 annealed linearly to 0
@@ -84,7 +88,7 @@ from tinymeta.data.splits import DATASETS, dataset_defaults
 from tinymeta.models import Conv4
 from tinymeta.optim import Adam
 from tinymeta.tasks.episodic import Episode, EpisodeSampler
-from tinymeta.training import (ArgumentParser, CHECKPOINT, LinearDecay, StepDecay, RunFolder, Training, UsageError, Validation,
+from tinymeta.training import (ArgumentParser, CHECKPOINT, CosineDecay, LinearDecay, SetIteration, StepDecay, RunFolder, Training, UsageError, Validation,
                                mean_ci, meta_test, read_checkpoint, run_main, save_figure, summarize,
                                write_json, CONVENTION)
 from tinymeta.training.config import (Config, ConfigError, Option, boolean, choice, non_negative_int,
@@ -109,6 +113,9 @@ COMMON_DEFAULTS = {"ways": 5, "shots": 1, "query": 15, "seed": 0, "split": "maml
                    "n_val": 100, "split_seed": 0}
 IMAML_DEFAULTS = {       # Rajeswaran et al. 2019, Omniglot: λ = 2, 16 proximal steps, 5 CG steps
     "lam": 2.0, "cg_steps": 5, "inner_steps": 16, "eval_steps": 16, "inner_lr": 0.1}
+MAMLPP = {"multi_step_loss": 0, "per_step_lr": False, "per_step_bn": False,   # all off by default
+          "first_order_iterations": 0, "cosine_meta_lr": False}
+MAMLPP_MIN_LR = 1e-5     # Antoniou et al.'s code: the cosine schedule's floor
 REPTILE_DEFAULTS = {"inner_lr": 1e-3, "inner_steps": 5, "eval_steps": 50, "meta_batch": 5,
                     "outer_lr": 1.0, "iterations": 100000, "meta_lr": None}
 REPTILE_ADAM_BETAS = (0.0, 0.999)
@@ -143,6 +150,15 @@ OPTIONS = {
                                 "the data set's paper setting; ProtoNets always)"),
     "lam": Option(positive_float, "iMAML's proximal strength λ in (λ/2)‖φ − θ‖² (default 2)"),
     "cg_steps": Option(positive_int, "iMAML's conjugate-gradient steps for (I + H/λ)⁻¹ (default 5)"),
+    "multi_step_loss": Option(non_negative_int, "MAML++: query losses of every inner step, weights "
+                              "annealed to the last over N iterations (default 0: off)"),
+    "per_step_lr": Option(boolean, "MAML++: learned step size per layer and inner step (default false)"),
+    "per_step_bn": Option(boolean, "MAML++: batch-norm scale, offset and statistics per inner step "
+                          "(default false)"),
+    "first_order_iterations": Option(non_negative_int, "MAML++: first-order for the first N iterations, "
+                                     "then second-order (default 0)"),
+    "cosine_meta_lr": Option(boolean, f"MAML++: --meta-lr annealed along a cosine to {MAMLPP_MIN_LR:g} "
+                             "over --iterations (default false)"),
     "n_val": Option(non_negative_int, "validation characters held out of training (default 100)"),
     "split_seed": Option(non_negative_int, "seed of the class split (default 0)"),
     "lr_halve_every": Option(non_negative_int, "halve the outer learning rate every N iterations, "
@@ -185,6 +201,8 @@ def defaults(chosen):
         cfg["filters"] = 64                                   # Snell et al.'s encoder on every data set
     cfg.setdefault("lr_halve_every", 0)
     cfg.setdefault("lam", None)
+    for k, off in MAMLPP.items():
+        cfg.setdefault(k, off)
     cfg.setdefault("cg_steps", None)
     cfg.setdefault("test_ways", chosen.get("ways", cfg["ways"]))
     cfg.setdefault("test_query", chosen.get("query", cfg["query"]))
@@ -207,6 +225,10 @@ def check(cfg):
     for k in unused:
         if cfg.get(k) is not None:
             raise ConfigError(f"--{k.replace('_', '-')} does not apply to --algo {cfg['algo']}")
+    for k, off in MAMLPP.items():
+        if cfg.get(k, off) != off and cfg["algo"] not in ("maml", "fomaml"):
+            raise ConfigError(f"--{k.replace('_', '-')} is a MAML++ option of --algo maml or fomaml, "
+                              f"not {cfg['algo']}")
 
 
 CONFIG = Config(OPTIONS, defaults, checks=[check])
@@ -262,9 +284,10 @@ def task_chunk(cfg):
 
 LEARNERS = {     # algo → (model, params, cfg, batched) → learner; the bench builds from it too
     "maml": lambda m, p, c, batched=True: MAML(m, p, F.cross_entropy, c["inner_lr"], c["inner_steps"],
-                                               optimizer=adam(c), batched=batched),
+                                               optimizer=adam(c), batched=batched, **mamlpp(c)),
     "fomaml": lambda m, p, c, batched=True: MAML(m, p, F.cross_entropy, c["inner_lr"], c["inner_steps"],
-                                                 first_order=True, optimizer=adam(c), batched=batched),
+                                                 first_order=True, optimizer=adam(c), batched=batched,
+                                                 **mamlpp(c)),
     "anil": lambda m, p, c, batched=True: ANIL(m, p, F.cross_entropy, inner_lr=c["inner_lr"],
                                                inner_steps=c["inner_steps"], optimizer=adam(c),
                                                batched=batched),
@@ -282,6 +305,12 @@ LEARNERS = {     # algo → (model, params, cfg, batched) → learner; the bench
 HEADLESS = ("protonet",)       # learners whose model is an embedding: any ways at test
 
 
+def mamlpp(cfg):
+    """MAML's keyword arguments for the MAML++ options of a configuration (absent: off)."""
+    return {"multi_step_loss": cfg.get("multi_step_loss", 0), "per_step_lr": cfg.get("per_step_lr", False),
+            "first_order_iterations": cfg.get("first_order_iterations", 0)}
+
+
 def adam(cfg):
     return lambda params: Adam(params, lr=cfg["meta_lr"])
 
@@ -290,7 +319,8 @@ def build(cfg):
     """The learner of a configuration, with fresh weights (seeded by cfg['seed'])."""
     headless = cfg["algo"] in HEADLESS              # Snell et al.'s encoder: max-pool blocks, no head
     model = Conv4(None if headless else cfg["ways"], in_channels=cfg["in_channels"], filters=cfg["filters"],
-                  image_size=cfg["image_size"], max_pool=cfg["max_pool"], transductive=cfg["transductive"])
+                  image_size=cfg["image_size"], max_pool=cfg["max_pool"], transductive=cfg["transductive"],
+                  bn_steps=cfg["inner_steps"] if cfg.get("per_step_bn") else None)
     params = model.init(np.random.default_rng([cfg["seed"], 0]), dtype=np.dtype(cfg["dtype"]))
     return LEARNERS[cfg["algo"]](model, params, cfg)
 
@@ -299,6 +329,10 @@ def hooks(cfg, val_classes):
     out = []
     if cfg["algo"] == "reptile":
         out.append(LinearDecay(cfg["outer_lr"], cfg["iterations"]))     # ε annealed to 0
+    if cfg.get("multi_step_loss") or cfg.get("first_order_iterations"):
+        out.append(SetIteration())                                      # MAML++'s annealing reads it
+    if cfg.get("cosine_meta_lr"):
+        out.append(CosineDecay(cfg["meta_lr"], cfg["iterations"], MAMLPP_MIN_LR))
     if cfg["lr_halve_every"]:
         out.append(StepDecay(cfg["meta_lr"], cfg["lr_halve_every"], 0.5))
     if cfg["val_tasks"]:
