@@ -39,6 +39,14 @@ MAML family (``maml``, ``fomaml``, ``anil``, ``metasgd``; Finn et al. 2017, Appe
 * 15 query examples per class, Adam with ``--meta-lr`` 1e-3, 60 000 iterations.
   Meta-SGD starts its learned per-parameter step sizes at α.
 
+iMAML (``imaml``; Rajeswaran et al. 2019): the 5-way settings above with 16 proximal
+descent steps of α = 0.1 (``--inner-lr``, our choice, not tuned) toward λ = 2 (``--lam``),
+the meta-gradient by 5 conjugate-gradient steps (``--cg-steps``), 16 steps at test.
+
+MAML++ (Antoniou et al. 2019) as options of ``maml``/``fomaml``, each off by default:
+``--multi-step-loss N``, ``--per-step-lr true``, ``--per-step-bn true``,
+``--first-order-iterations N``, ``--cosine-meta-lr true`` (see ``tinymeta.algorithms.maml``).
+
 Reptile (Nichol et al. 2018, Table 3, simplified): per task, 5 steps of Adam (lr 1e-3,
 β₁ = 0, the moments reset for every task) on the task's support *and* query examples
 together, then θ ← θ + ε·mean(Wᵢ − θ) with ε (``--outer-lr``) 1.0 annealed linearly to 0
@@ -94,8 +102,8 @@ from autograd import Tensor, backend, no_grad
 from autograd import functional as F
 from autograd.allocator import reuse_large_allocations
 from tinymeta import checkpoint
-from tinymeta.algorithms import (ANIL, MAML, FullContextEmbedding, MatchingNet, MetaSGD, ProtoNet, RelationModel,
-                                 RelationNet, Reptile, Siamese, SiameseModel)
+from tinymeta.algorithms import (ANIL, IMAML, MAML, FullContextEmbedding, MatchingNet, MetaSGD, ProtoNet,
+                                 RelationModel, RelationNet, Reptile, Siamese, SiameseModel)
 from tinymeta.data import load_splits
 from tinymeta.data.omniglot import load_lake_runs
 from tinymeta.data.splits import DATASETS, dataset_defaults
@@ -103,14 +111,15 @@ from tinymeta.models import Conv4
 from tinymeta.optim import Adam
 from tinymeta.tasks.episodic import Episode, EpisodeSampler
 from tinymeta.tasks.pairs import PairSampler
-from tinymeta.training import (ArgumentParser, CHECKPOINT, LinearDecay, StepDecay, RunFolder, Training, UsageError, Validation,
+from tinymeta.training import (ArgumentParser, CHECKPOINT, CosineDecay, LinearDecay, SetIteration, StepDecay,
+                               RunFolder, Training, UsageError, Validation,
                                mean_ci, meta_test, read_checkpoint, run_main, save_figure, summarize,
                                write_json, CONVENTION)
 from tinymeta.training.config import (Config, ConfigError, Option, boolean, choice, non_negative_int,
                                       positive_float, positive_int)
 
-ALGOS = ("maml", "fomaml", "reptile", "anil", "metasgd", "protonet", "matchingnet", "matchingnet_fce",
-         "relationnet", "siamese")
+ALGOS = ("maml", "fomaml", "reptile", "anil", "metasgd", "imaml", "protonet", "matchingnet",
+         "matchingnet_fce", "relationnet", "siamese")
 DRAWINGS = 20
 VAL_SEED = 20170309       # the validation tasks: the same ones at every validation
 EVAL_SEED = 1             # default seed of the meta-test tasks
@@ -127,6 +136,11 @@ MAML_DEFAULTS = {        # Finn et al. 2017, Appendix A.1, by ways
 COMMON_DEFAULTS = {"ways": 5, "shots": 1, "query": 15, "seed": 0, "split": "maml", "dtype": "float32",
                    "transductive": True, "val_tasks": 100, "val_every": 500, "checkpoint_every": 1000,
                    "n_val": 100, "split_seed": 0, "fce_steps": None}
+IMAML_DEFAULTS = {       # Rajeswaran et al. 2019, Omniglot: λ = 2, 16 proximal steps, 5 CG steps
+    "lam": 2.0, "cg_steps": 5, "inner_steps": 16, "eval_steps": 16, "inner_lr": 0.1}
+MAMLPP = {"multi_step_loss": 0, "per_step_lr": False, "per_step_bn": False,   # all off by default
+          "first_order_iterations": 0, "cosine_meta_lr": False}
+MAMLPP_MIN_LR = 1e-5     # Antoniou et al.'s code: the cosine schedule's floor
 REPTILE_DEFAULTS = {"inner_lr": 1e-3, "inner_steps": 5, "eval_steps": 50, "meta_batch": 5,
                     "outer_lr": 1.0, "iterations": 100000, "meta_lr": None}
 REPTILE_ADAM_BETAS = (0.0, 0.999)
@@ -172,6 +186,17 @@ OPTIONS = {
     "in_channels": Option(positive_int, "image channels (default: the data set's, 1 or 3)"),
     "max_pool": Option(boolean, "Conv4 blocks with 2x2 max-pool instead of stride 2 (default: "
                                 "the data set's paper setting; ProtoNets always)"),
+    "lam": Option(positive_float, "iMAML's proximal strength λ in (λ/2)‖φ − θ‖² (default 2)"),
+    "cg_steps": Option(positive_int, "iMAML's conjugate-gradient steps for (I + H/λ)⁻¹ (default 5)"),
+    "multi_step_loss": Option(non_negative_int, "MAML++: query losses of every inner step, weights "
+                              "annealed to the last over N iterations (default 0: off)"),
+    "per_step_lr": Option(boolean, "MAML++: learned step size per layer and inner step (default false)"),
+    "per_step_bn": Option(boolean, "MAML++: batch-norm scale, offset and statistics per inner step "
+                          "(default false)"),
+    "first_order_iterations": Option(non_negative_int, "MAML++: first-order for the first N iterations, "
+                                     "then second-order (default 0)"),
+    "cosine_meta_lr": Option(boolean, f"MAML++: --meta-lr annealed along a cosine to {MAMLPP_MIN_LR:g} "
+                             "over --iterations (default false)"),
     "n_val": Option(non_negative_int, "validation characters held out of training (default 100)"),
     "split_seed": Option(non_negative_int, "seed of the class split (default 0)"),
     "fce_steps": Option(positive_int, f"read steps K of the attention LSTM of --algo matchingnet_fce "
@@ -213,6 +238,8 @@ def defaults(chosen):
     else:
         per_ways = MAML_DEFAULTS[20] if ways >= 20 else MAML_DEFAULTS[5]
         cfg = {**COMMON_DEFAULTS, **per_ways, "meta_lr": 1e-3, "outer_lr": None, "iterations": 60000}
+        if algo == "imaml":
+            cfg.update(IMAML_DEFAULTS)
     paper = dataset_defaults(dataset, ways, chosen.get("shots", 1))
     if dataset != "omniglot" and algo not in ("reptile", *HEADLESS):
         cfg.update({k: paper[k] for k in ("inner_lr", "inner_steps", "eval_steps", "meta_batch", "query")})
@@ -222,6 +249,10 @@ def defaults(chosen):
     if algo in HEADLESS:
         cfg["filters"] = 64                                   # Snell et al.'s encoder on every data set
     cfg.setdefault("lr_halve_every", 0)
+    cfg.setdefault("lam", None)
+    for k, off in MAMLPP.items():
+        cfg.setdefault(k, off)
+    cfg.setdefault("cg_steps", None)
     cfg.setdefault("test_ways", chosen.get("ways", cfg["ways"]))
     cfg.setdefault("test_query", chosen.get("query", cfg["query"]))
     return cfg
@@ -243,9 +274,15 @@ def check(cfg):
         unused = ["outer_lr", "inner_lr", "inner_steps"]
     if cfg["algo"] != "matchingnet_fce":
         unused.append("fce_steps")
+    if cfg["algo"] != "imaml":
+        unused += ["lam", "cg_steps"]
     for k in unused:
         if cfg.get(k) is not None:
             raise ConfigError(f"--{k.replace('_', '-')} does not apply to --algo {cfg['algo']}")
+    for k, off in MAMLPP.items():
+        if cfg.get(k, off) != off and cfg["algo"] not in ("maml", "fomaml"):
+            raise ConfigError(f"--{k.replace('_', '-')} is a MAML++ option of --algo maml or fomaml, "
+                              f"not {cfg['algo']}")
     if cfg["algo"] == "relationnet" and not cfg["transductive"]:
         raise ConfigError("--non-transductive does not apply to --algo relationnet: its batch norm "
                           "uses the statistics of each episode, as the paper's code does")
@@ -311,9 +348,10 @@ def task_chunk(cfg):
 
 LEARNERS = {     # algo → (model, params, cfg, batched) → learner; the bench builds from it too
     "maml": lambda m, p, c, batched=True: MAML(m, p, F.cross_entropy, c["inner_lr"], c["inner_steps"],
-                                               optimizer=adam(c), batched=batched),
+                                               optimizer=adam(c), batched=batched, **mamlpp(c)),
     "fomaml": lambda m, p, c, batched=True: MAML(m, p, F.cross_entropy, c["inner_lr"], c["inner_steps"],
-                                                 first_order=True, optimizer=adam(c), batched=batched),
+                                                 first_order=True, optimizer=adam(c), batched=batched,
+                                                 **mamlpp(c)),
     "anil": lambda m, p, c, batched=True: ANIL(m, p, F.cross_entropy, inner_lr=c["inner_lr"],
                                                inner_steps=c["inner_steps"], optimizer=adam(c),
                                                batched=batched),
@@ -323,6 +361,9 @@ LEARNERS = {     # algo → (model, params, cfg, batched) → learner; the bench
     "reptile": lambda m, p, c, batched=True: Reptile(m, p, F.cross_entropy, c["inner_lr"], c["inner_steps"],
                                                      outer_lr=c["outer_lr"], inner_optimizer="adam",
                                                      adam_betas=REPTILE_ADAM_BETAS, batched=batched),
+    "imaml": lambda m, p, c, batched=True: IMAML(m, p, F.cross_entropy, c["inner_lr"], c["inner_steps"],
+                                                 lam=c["lam"], cg_steps=c["cg_steps"], optimizer=adam(c),
+                                                 batched=batched),
     "protonet": lambda m, p, c, batched=True: ProtoNet(m, p, optimizer=adam(c), batched=batched),
     "matchingnet": lambda m, p, c, batched=True: MatchingNet(m, p, optimizer=adam(c), batched=batched),
     "matchingnet_fce": lambda m, p, c, batched=True: MatchingNet(m, p, optimizer=adam(c), batched=batched),
@@ -331,6 +372,12 @@ LEARNERS = {     # algo → (model, params, cfg, batched) → learner; the bench
 }
 # learners whose model compares embeddings instead of ending in a head: any ways at test
 HEADLESS = ("protonet", "matchingnet", "matchingnet_fce", "relationnet", "siamese")
+
+
+def mamlpp(cfg):
+    """MAML's keyword arguments for the MAML++ options of a configuration (absent: off)."""
+    return {"multi_step_loss": cfg.get("multi_step_loss", 0), "per_step_lr": cfg.get("per_step_lr", False),
+            "first_order_iterations": cfg.get("first_order_iterations", 0)}
 
 
 def adam(cfg):
@@ -342,7 +389,8 @@ def conv4(cfg):
     Vinyals et al.: max-pool blocks, no head (64 features on 28×28)."""
     headless = cfg["algo"] in HEADLESS
     return Conv4(None if headless else cfg["ways"], in_channels=cfg["in_channels"], filters=cfg["filters"],
-                 image_size=cfg["image_size"], max_pool=cfg["max_pool"], transductive=cfg["transductive"])
+                 image_size=cfg["image_size"], max_pool=cfg["max_pool"], transductive=cfg["transductive"],
+                 bn_steps=cfg["inner_steps"] if cfg.get("per_step_bn") else None)
 
 
 MODELS = {              # the model of each learner that is not a plain Conv4
@@ -363,6 +411,10 @@ def hooks(cfg, val_classes):
     out = []
     if cfg["algo"] == "reptile":
         out.append(LinearDecay(cfg["outer_lr"], cfg["iterations"]))     # ε annealed to 0
+    if cfg.get("multi_step_loss") or cfg.get("first_order_iterations"):
+        out.append(SetIteration())                                      # MAML++'s annealing reads it
+    if cfg.get("cosine_meta_lr"):
+        out.append(CosineDecay(cfg["meta_lr"], cfg["iterations"], MAMLPP_MIN_LR))
     if cfg["lr_halve_every"]:
         out.append(StepDecay(cfg["meta_lr"], cfg["lr_halve_every"], 0.5))
     if cfg["val_tasks"]:

@@ -11,3 +11,4 @@ from .metric import MetricLearner
 from .matching import MatchingNet, FullContextEmbedding
 from .relation import RelationNet, RelationModel
 from .siamese import Siamese, SiameseModel
+from .imaml import IMAML

@@ -135,6 +135,26 @@ class StepDecay(Hook):
         training.learner.optimizer.lr = self.lr0 * self.factor ** ((iteration - 1) // self.every)
 
 
+class CosineDecay(Hook):
+    """The outer learning rate annealed along half a cosine (Loshchilov & Hutter 2017; MAML++):
+    lr at iteration i (from 1) = lr_min + ½(lr₀ − lr_min)(1 + cos(π (i − 1)/N))."""
+
+    def __init__(self, lr0, iterations, lr_min=0.0):
+        self.lr0, self.iterations, self.lr_min = float(lr0), int(iterations), float(lr_min)
+
+    def before_step(self, training, iteration):
+        phase = math.pi * (iteration - 1) / self.iterations
+        training.learner.optimizer.lr = self.lr_min + 0.5 * (self.lr0 - self.lr_min) * (1 + math.cos(phase))
+
+
+class SetIteration(Hook):
+    """Tells the learner the iteration (from 1) before each step, as ``learner.iteration``,
+    for learners whose objective is annealed over the run (MAML++'s options)."""
+
+    def before_step(self, training, iteration):
+        training.learner.iteration = iteration
+
+
 class Validation(Hook):
     """Every ``every`` iterations (0: only at the end) and at the last one, ``measure(learner)``
     returns (mean, ci95) of a validation metric; it is logged and printed."""
