@@ -82,7 +82,7 @@ class Conv4:
             h = F.conv2d_grouped(h, params[f"conv{i}.w"], params[f"conv{i}.b"], stride, pad)
             use_batch = self.transductive or mode != "test"
             track = not self.transductive and mode == "train"
-            rm, rv = self.running[f"bn{i}"]
+            rm, rv = self._running(f"bn{i}")
             if use_batch:                                       # fused kernel, batch statistics
                 h = F.batch_norm_relu(h, params[f"bn{i}.gamma"], params[f"bn{i}.beta"],
                                       running_mean=rm if track else None,
@@ -96,6 +96,14 @@ class Conv4:
         if self.max_pool:                                       # flatten each image: (T, N, C·h·w)
             return reshape(transpose(h, (0, 2, 1, 3, 4)), (T, N, self.features))
         return transpose(mean(h, axis=(-2, -1)), (0, 2, 1))    # average over the final 2×2 map
+
+    def _running(self, key):
+        """One layer's running statistics on the active backend: moved there first when the
+        backend changed since they were made (they are updated in place)."""
+        rm, rv = self.running[key]
+        if not isinstance(rm, backend.xp.ndarray):
+            rm, rv = self.running[key] = (backend.from_numpy(rm), backend.from_numpy(rv))
+        return rm, rv
 
     def __call__(self, params, x, mode="train"):
         check_mode("Conv4", mode)

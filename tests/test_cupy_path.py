@@ -1,0 +1,115 @@
+"""What a GPU user meets on the CuPy backend and the NumPy backend never shows: index
+arrays that CuPy would wrap around, statistics on the wrong device, deprecated CuPy calls,
+host↔device traffic and synchronisations inside a training step.
+
+Every test here needs CuPy (the ``cupy`` fixture skips it with the reason elsewhere). The
+ones that count transfers and synchronisations read ``cupy.STATS``, which only the CPU
+stand-in for CuPy keeps (``../shared/tools/cupy-standin``); on a real GPU they are skipped
+with that reason. Counts are exact: the stand-in counts every ``.get()``, ``float()``,
+``int()``, ``bool()`` of a device array as one synchronisation and every host array it
+receives as one host→device copy.
+"""
+import warnings
+
+import numpy as np
+import pytest
+
+import autograd as ag
+from autograd import Tensor, backend
+from autograd import functional as F
+from helpers import host
+
+
+@pytest.fixture
+def on_cupy(cupy):
+    """The CuPy backend for one test (whatever the session backend is)."""
+    with ag.settings.using(backend="cupy"):
+        yield cupy
+
+
+@pytest.fixture
+def counters(on_cupy):
+    """``counted()``: a context that gives the stand-in's transfer and sync counts of its block."""
+    if not hasattr(on_cupy, "STATS"):
+        pytest.skip("counts host<->device traffic with the CuPy stand-in's cupy.STATS; real CuPy has none")
+
+    class Counted:
+        def __enter__(self):
+            self.before = {k: on_cupy.STATS[k] for k in ("h2d", "d2h", "sync")}
+            return self
+
+        def __exit__(self, *exc):
+            for k, v in self.before.items():
+                setattr(self, k, on_cupy.STATS[k] - v)
+    return Counted
+
+
+# ----------------------------------------------------------------------------- indexing
+def test_scatter_add_uses_no_deprecated_cupy_call(on_cupy):
+    """``cupyx.scatter_add`` warns on every call from CuPy 14 on; ``xp.add.at`` does the same."""
+    x = Tensor(np.arange(6.0).reshape(3, 2), requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        y = ag.scatter_add(x, np.array([0, 0, 2]), (4, 2))
+        (g,) = ag.grad((x[np.array([1, 1, 2])] * 2.0).sum(), [x])
+    np.testing.assert_array_equal(host(y), [[2, 4], [0, 0], [4, 5], [0, 0]])
+    np.testing.assert_array_equal(host(g), [[0, 0], [4, 4], [2, 2]])
+
+
+def test_an_index_array_is_uploaded_once_per_node(counters):
+    """A host index array goes to the device once, when getitem is called; its backward
+    (a scatter-add) and the backward of that (a gather) reuse the node's device copy."""
+    x = Tensor(np.arange(8.0).reshape(4, 2), requires_grad=True)
+    index = np.array([3, 0, 3])
+    with counters() as c:
+        y = ag.getitem(x, index)
+    assert c.h2d == 1 and c.sync == 0                     # checked on the host, then uploaded
+    with counters() as c:
+        (g,) = ag.grad((y * y).sum(), [x], create_graph=True)
+        (gg,) = ag.grad((g * g).sum(), [x])
+    assert c.h2d == 0 and c.sync == 0
+    np.testing.assert_array_equal(host(g), [[0, 2], [0, 0], [0, 0], [24, 28]])   # 2·Σ y over repeats
+    np.testing.assert_array_equal(host(gg), [[0, 8], [0, 0], [0, 0], [192, 224]])
+
+
+def test_a_device_index_array_is_checked_with_one_sync(counters, on_cupy):
+    x = Tensor(np.arange(8.0).reshape(4, 2))
+    rows, cols = on_cupy.asarray([3, 0, 1]), on_cupy.asarray([1, 1, 0])
+    with counters() as c:
+        y = x[rows, cols]
+    assert c.sync == 1 and c.h2d == 0 and c.d2h == 0
+    np.testing.assert_array_equal(host(y), [7, 1, 2])
+
+
+# ----------------------------------------------------------------------------- batch-norm state
+@pytest.mark.parametrize("layer", ["batch_norm", "batch_norm_relu"])
+def test_running_statistics_on_the_wrong_backend_are_one_sentence(on_cupy, layer):
+    x = np.random.default_rng(0).standard_normal((2, 3, 4))
+    gamma, beta = np.ones((2, 3)), np.zeros((2, 3))
+
+    def run(rm, rv):
+        if layer == "batch_norm":
+            return F.batch_norm(x, gamma, beta, running_mean=rm, running_var=rv, tasks=True, channel_axis=1)
+        return F.batch_norm_relu(x, gamma, beta, running_mean=rm, running_var=rv)
+    msg = (f"{layer}: running_mean is a numpy.ndarray but the active backend is cupy, so it cannot be "
+           "updated in place; make the running statistics on this backend (autograd.backend.from_numpy)")
+    with pytest.raises(TypeError, match="^" + msg.replace("(", r"\(").replace(")", r"\)") + "$"):
+        run(np.zeros(3), np.ones(3))
+    rm, rv = on_cupy.zeros(3), on_cupy.ones(3)
+    run(rm, rv)                                                   # device statistics: updated
+    assert float(abs(rv - 1.0).max()) > 0
+    with ag.settings.using(backend="numpy"), pytest.raises(TypeError, match=f"^{layer}: running_mean is a cupy"):
+        run(rm, rv)
+
+
+def test_conv4_moves_its_running_statistics_to_the_active_backend(on_cupy):
+    """A Conv4 built on one backend and run on the other moves its own statistics."""
+    from tinymeta.models import Conv4
+    with ag.settings.using(backend="numpy"):
+        model = Conv4(ways=2, filters=3, image_size=8, transductive=False)
+        params = model.init(np.random.default_rng(0), dtype=np.float64)
+    x = np.random.default_rng(1).standard_normal((4, 1, 8, 8))
+    params = {k: Tensor(backend.from_numpy(p.data)) for k, p in params.items()}
+    model(params, Tensor(x), mode="train")
+    assert all(isinstance(a, on_cupy.ndarray) for pair in model.running.values() for a in pair)
+    assert not np.allclose(model.state_dict()["bn0.mean"], 0.0)
