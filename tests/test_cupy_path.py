@@ -113,3 +113,76 @@ def test_conv4_moves_its_running_statistics_to_the_active_backend(on_cupy):
     model(params, Tensor(x), mode="train")
     assert all(isinstance(a, on_cupy.ndarray) for pair in model.running.values() for a in pair)
     assert not np.allclose(model.state_dict()["bn0.mean"], 0.0)
+
+
+# ----------------------------------------------------------------------------- syncs in a step
+def test_cross_entropy_checks_labels_without_waiting_for_the_device(counters, on_cupy):
+    """Host labels are checked where they are; ``Labels`` carry their range; only labels
+    that are already on the device cost one reduction and one transfer."""
+    logits = Tensor(np.random.default_rng(0).standard_normal((2, 4, 3)))
+    y = np.array([[0, 2, 1, 1], [2, 2, 0, 1]])
+    expected = host(F.cross_entropy(logits, on_cupy.asarray(y)))
+    for labels, syncs in ((y, 0), (F.Labels(y), 0), (Tensor(y), 1), (on_cupy.asarray(y), 1)):
+        with counters() as c:
+            loss = F.cross_entropy(logits, labels)
+        assert c.sync == c.d2h == syncs, type(labels)
+        np.testing.assert_array_equal(host(loss), expected)
+    bad = F.Labels(np.array([[0, 3, 1, 1], [2, 2, 0, 1]]))
+    with counters() as c, pytest.raises(ValueError, match=r"labels must lie in \[0, 3\), got values in \[0, 3\]"):
+        F.cross_entropy(logits, bad)
+    assert c.sync == 0
+
+
+def learners():
+    from tinymeta.algorithms import ANIL, MAML, JointTraining, MetaSGD, ProtoNet, Reptile
+    ce = F.cross_entropy
+    return {
+        "maml": lambda m, p: MAML(m, p, ce, inner_lr=0.4, inner_steps=2),
+        "fomaml": lambda m, p: MAML(m, p, ce, inner_lr=0.4, inner_steps=1, first_order=True),
+        "anil": lambda m, p: ANIL(m, p, ce, inner_lr=0.4, inner_steps=1),
+        "metasgd": lambda m, p: MetaSGD(m, p, ce, inner_lr=0.4, inner_steps=1),
+        "reptile": lambda m, p: Reptile(m, p, ce, inner_lr=0.01, inner_steps=2, inner_optimizer="adam"),
+        "joint": lambda m, p: JointTraining(m, p, ce, inner_lr=0.01),
+        "protonet": lambda m, p: ProtoNet(m, p),
+    }
+
+
+@pytest.mark.parametrize("name", list(learners()))
+def test_a_training_step_waits_for_the_device_once(counters, name):
+    """Omniglot's Conv4 (stride-2 convolutions, fused batch-norm): ``meta_gradients`` never
+    reads the device; ``step`` reads the loss, the accuracy and whether every gradient is
+    finite in one transfer, before the optimizer moves anything."""
+    from tinymeta.models import Conv4
+    from tinymeta.tasks import EpisodeSampler
+    images = np.random.default_rng(0).standard_normal((10, 4, 28, 28))
+    batch = EpisodeSampler(images, 5, 1, 1, rng=2).sample_batch(3)
+    model = Conv4(ways=None if name == "protonet" else 5, filters=4)
+    learner = learners()[name](model, model.init(np.random.default_rng(1)))
+    learner.step(batch)                                     # a first step: nothing left to set up
+    with counters() as c:
+        learner.meta_gradients(batch)
+    assert (c.sync, c.d2h) == (0, 0)
+    with counters() as c:
+        metrics = learner.step(batch)
+    assert (c.sync, c.d2h) == (1, 1)
+    assert all(isinstance(v, float) for v in metrics.values())
+    assert 0 <= metrics.get("accuracy", 0) <= 1 and (name == "joint") == ("accuracy" not in metrics)
+
+
+# ----------------------------------------------------------------------------- experiments
+def test_the_sinusoid_experiment_runs_on_cupy_as_on_numpy(tmp_path, on_cupy):
+    """A tiny float64 run of every sinusoid method on CuPy (training, evaluation, figures)
+    gives NumPy's numbers: the same tasks and weights, arithmetic that differs at most by
+    rounding (rtol 1e-8 on every mean MSE)."""
+    from experiments import sinusoid
+    argv = ["--iterations", "4", "--eval-tasks", "6", "--eval-steps", "2", "--dtype", "float64", "--quiet"]
+    on_gpu = sinusoid.main(argv + ["--out", tmp_path / "cupy"])
+    with ag.settings.using(backend="numpy"):
+        on_cpu = sinusoid.main(argv + ["--out", tmp_path / "numpy"])
+    for name in ("figure2.png", "figure3.png"):
+        assert (tmp_path / "cupy" / name).read_bytes()[:4] == b"\x89PNG"
+    assert set(on_gpu["methods"]) == set(sinusoid.METHODS)
+    for method, res in on_gpu["methods"].items():
+        for k in ("K5", "K10"):
+            np.testing.assert_allclose(res["mse"][k]["mean"], on_cpu["methods"][method]["mse"][k]["mean"],
+                                       rtol=1e-8, err_msg=f"{method} {k}")

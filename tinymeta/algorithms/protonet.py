@@ -20,6 +20,7 @@ import numpy as np
 
 from autograd import backend, grad, no_grad
 from autograd import functional as F
+from autograd.functional import Labels
 from autograd.ops import getitem, matmul, mean, sum as tsum, swapaxes
 
 from .base import MetaLearner, accuracy, as_tensor
@@ -61,8 +62,8 @@ class ProtoNet(MetaLearner):
     def meta_loss_of(self, params, batch):
         """The mean query cross-entropy −log p(y | x) over the batch's tasks, with φ = ``params``."""
         logits = self.logits(params, batch, mode="train")
-        yq = as_tensor(np.asarray(batch.query_y))
-        self.last_metrics = {"accuracy": float(backend.to_numpy(accuracy(logits.data, yq.data)).mean())}
+        yq = Labels(np.asarray(batch.query_y))
+        self.last_metrics = {"accuracy": accuracy(logits.data, yq.data).mean()}      # read by step
         return mean(self.loss_fn(logits, yq, reduction="none"))
 
     def meta_gradients(self, batch):
@@ -80,7 +81,7 @@ class ProtoNet(MetaLearner):
         row the same (there are no gradient steps)."""
         with no_grad():
             logits = self.logits(self.params, batch, mode="test")
-            yq = as_tensor(np.asarray(batch.query_y))
+            yq = Labels(np.asarray(batch.query_y))
             per_task = mean(self.loss_fn(logits, yq, reduction="none"), axis=-1)
         loss = backend.to_numpy(per_task.data)
         acc = backend.to_numpy(accuracy(logits.data, yq.data))
