@@ -78,6 +78,7 @@ from tinymeta.algorithms import ANIL, MAML, MetaSGD, ProtoNet, Reptile
 from tinymeta.data.omniglot import augment_rotations, lake_split, load_lake_runs, load_omniglot, maml_split
 from tinymeta.models import Conv4
 from tinymeta.optim import Adam
+from tinymeta.tasks import episode_sampler
 from tinymeta.tasks.episodic import Episode, EpisodeSampler
 from tinymeta.training import (ArgumentParser, CHECKPOINT, LinearDecay, StepDecay, RunFolder, Training, UsageError, Validation,
                                mean_ci, meta_test, read_checkpoint, run_main, save_figure, summarize,
@@ -223,7 +224,8 @@ def check_classes(ways, **parts):
 def sampler(cfg, classes, seed, test=False):
     """Training episodes, or (``test``) validation/test episodes with the test ways and queries."""
     ways, query = (cfg["test_ways"], cfg["test_query"]) if test else (cfg["ways"], cfg["query"])
-    return EpisodeSampler(classes, ways, cfg["shots"], query, rng=seed, dtype=np.dtype(cfg["dtype"]))
+    make = EpisodeSampler if test else episode_sampler      # training: gathered on the GPU under CuPy
+    return make(classes, ways, cfg["shots"], query, rng=seed, dtype=np.dtype(cfg["dtype"]))
 
 
 def task_chunk(cfg):

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import autograd as ag
-from autograd import Tensor, backend
+from autograd import Tensor
+from autograd import backend as B
 from autograd import functional as F
 from helpers import host
 
@@ -109,7 +110,7 @@ def test_conv4_moves_its_running_statistics_to_the_active_backend(on_cupy):
         model = Conv4(ways=2, filters=3, image_size=8, transductive=False)
         params = model.init(np.random.default_rng(0), dtype=np.float64)
     x = np.random.default_rng(1).standard_normal((4, 1, 8, 8))
-    params = {k: Tensor(backend.from_numpy(p.data)) for k, p in params.items()}
+    params = {k: Tensor(B.from_numpy(p.data)) for k, p in params.items()}
     model(params, Tensor(x), mode="train")
     assert all(isinstance(a, on_cupy.ndarray) for pair in model.running.values() for a in pair)
     assert not np.allclose(model.state_dict()["bn0.mean"], 0.0)
@@ -167,6 +168,60 @@ def test_a_training_step_waits_for_the_device_once(counters, name):
     assert (c.sync, c.d2h) == (1, 1)
     assert all(isinstance(v, float) for v in metrics.values())
     assert 0 <= metrics.get("accuracy", 0) <= 1 and (name == "joint") == ("accuracy" not in metrics)
+
+
+# ----------------------------------------------------------------------------- episodes on the device
+def device_and_host_samplers(seed=4, dtype=np.float32):
+    from tinymeta.tasks import DeviceEpisodeSampler, EpisodeSampler
+    images = np.random.default_rng(0).standard_normal((7, 5, 6, 6))
+    return (DeviceEpisodeSampler(images, 3, 2, 1, rng=seed, dtype=dtype),
+            EpisodeSampler(images, 3, 2, 1, rng=seed, dtype=dtype))
+
+
+def assert_same_episodes(on_device, on_host):
+    for field in ("support_x", "support_y", "query_x", "query_y", "classes"):
+        a, b = getattr(on_device, field), getattr(on_host, field)
+        assert a.dtype == b.dtype and a.shape == b.shape, field
+        np.testing.assert_array_equal(host(a), b, err_msg=field)
+
+
+def test_the_device_sampler_draws_the_host_samplers_episodes(backend):
+    """Same seed, same episodes, bit for bit (images cast once, on the device), batch after
+    batch, and the same random stream: a state taken from one continues on the other."""
+    device, hosted = device_and_host_samplers()
+    for n in (1, 3, 2):
+        batch = device.sample_batch(n)
+        assert isinstance(batch.support_x, B.xp.ndarray) and isinstance(batch.support_y, np.ndarray)
+        assert_same_episodes(batch, hosted.sample_batch(n))
+    device.set_state(hosted.get_state())
+    hosted.sample_batch(2)
+    hosted.set_state(device.get_state())                   # hosted is back where device is
+    assert_same_episodes(device.sample_batch(4), hosted.sample_batch(4))
+    one = device.sample()                                  # a single episode: the host path
+    assert isinstance(one.support_x, np.ndarray)
+    with pytest.raises(TypeError, match="DeviceEpisodeSampler: class_images must be one class-major array"):
+        type(device)([np.zeros((4, 3))] * 3, 2, 1, 1)
+
+
+def test_a_device_batch_costs_one_copy_and_trains_like_a_host_batch(counters):
+    """One host→device copy per batch (the row numbers); the learners take device batches
+    (Reptile merges support and query sets on the device) and give the host batch's loss
+    and gradients exactly."""
+    from tinymeta.algorithms import MAML, Reptile
+    from tinymeta.models import Conv4
+    device, hosted = device_and_host_samplers(seed=5, dtype=np.float64)
+    with counters() as c:
+        batch = device.sample_batch(3)
+    assert (c.h2d, c.sync, c.d2h) == (1, 0, 0)
+    same = hosted.sample_batch(3)
+    model = Conv4(ways=3, filters=4, image_size=6)
+    params = model.init(np.random.default_rng(1), dtype=np.float64)
+    for make in (lambda: MAML(model, params, F.cross_entropy, inner_lr=0.1),
+                 lambda: Reptile(model, params, F.cross_entropy, inner_lr=0.1, inner_steps=2)):
+        (l1, g1), (l2, g2) = make().meta_gradients(batch), make().meta_gradients(same)
+        assert float(l1.data) == float(l2.data)
+        for k in g1:
+            np.testing.assert_array_equal(host(g1[k]), host(g2[k]), err_msg=k)
 
 
 # ----------------------------------------------------------------------------- experiments
