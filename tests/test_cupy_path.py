@@ -9,6 +9,7 @@ with that reason. Counts are exact: the stand-in counts every ``.get()``, ``floa
 ``int()``, ``bool()`` of a device array as one synchronisation and every host array it
 receives as one host→device copy.
 """
+import json
 import warnings
 
 import numpy as np
@@ -241,3 +242,29 @@ def test_the_sinusoid_experiment_runs_on_cupy_as_on_numpy(tmp_path, on_cupy):
         for k in ("K5", "K10"):
             np.testing.assert_allclose(res["mse"][k]["mean"], on_cpu["methods"][method]["mse"][k]["mean"],
                                        rtol=1e-8, err_msg=f"{method} {k}")
+
+
+def test_the_gpu_script_runs_every_step_in_its_quick_form(tmp_path, on_cupy, omniglot_data_dir):
+    """tools/gpu_check.sh, prepared for a later session with a GPU, runs here first: every
+    step in its quick form (a few tests, the bench's quick sizes, 20 training iterations),
+    the peers skipped where torch and jax are missing, one summary line per step."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[1] / "tools" / "gpu_check.sh"
+    env = dict(os.environ, PYTHON=sys.executable, OUT=str(tmp_path), GPU_CHECK_QUICK="1",
+               TINYMETA_DATA=str(omniglot_data_dir), TMPDIR=str(tmp_path))
+    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = (tmp_path / "summary.txt").read_text()
+    for step in ("suite", "bench", "peers", "train"):
+        assert f"({step} took " in summary, summary
+    assert "suite: exit 0 (" in summary and " passed" in summary, summary
+    assert "bench: exit 0; " in summary and "omniglot_maml_f32 " in summary, summary
+    assert "train: exit 0; 20 iterations in " in summary and " it/s after iteration 2" in summary, summary
+    for peer in json.loads((tmp_path / "peers.json").read_text()):
+        assert "result" in peer or "is not importable" in peer["skipped"], peer
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == sorted(
+        ["summary.txt", "suite.txt", "bench.txt", "bench.json", "peers.txt", "peers.json", "train.txt"]
+        + (["peers.err"] if (tmp_path / "peers.err").exists() else []))
