@@ -34,15 +34,16 @@ SHARED="$ROOT/shared_copy"
 OUT="${OUT:-$ROOT/runs/gpu_check}"
 PY="${PYTHON:-python3}"
 QUICK="${GPU_CHECK_QUICK:-0}"
-mkdir -p "$OUT"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 [ -d "$SHARED/data/omniglot" ] && export TINYMETA_DATA="$SHARED/data"      # else as set by the caller
 
 say() { echo "$*" | tee -a "$OUT/summary.txt"; }
 
 prepare() {
+    # ../shared beside the checkout (CI's layout), or beside the folder of worktrees
     local from="${SHARED_FROM:-$ROOT/../shared}"
-    [ -d "$from/data/omniglot" ] || { echo "prepare: $from/data/omniglot is missing" >&2; return 2; }
+    [ -d "$from" ] || [ -n "${SHARED_FROM:-}" ] || from="$ROOT/../../shared"
+    [ -d "$from/data/omniglot" ] || { echo "prepare: $from/data/omniglot is missing (set SHARED_FROM)" >&2; return 2; }
     mkdir -p "$SHARED/data/omniglot" "$SHARED/peers"
     cp "$from"/data/omniglot/{omniglot_background.npz,omniglot_evaluation.npz,all_runs.zip,LICENSE,SOURCE.md} \
         "$SHARED/data/omniglot/"
@@ -158,15 +159,16 @@ EOF
 
 steps=("$@")
 [ ${#steps[@]} = 0 ] && steps=(suite bench peers train)
+[ "${steps[*]}" = prepare ] && { prepare; exit; }
 for step in "${steps[@]}"; do
     case "$step" in
-        prepare|suite|bench|peers|train) ;;
-        *) echo "gpu_check: unknown step '$step' (choose prepare, suite, bench, peers, train)" >&2; exit 2 ;;
+        suite|bench|peers|train) ;;
+        *) echo "gpu_check: unknown step '$step' (choose suite, bench, peers, train; or prepare alone)" >&2; exit 2 ;;
     esac
 done
-[ "${steps[0]}" = prepare ] || { echo "gpu_check $(date -u +%FT%TZ): ${steps[*]}"; nvidia-smi -L 2>/dev/null;
-    "$PY" -c "import cupy, numpy; print('cupy', cupy.__version__, 'numpy', numpy.__version__)"; } \
-    | tee -a "$OUT/summary.txt"
+mkdir -p "$OUT"
+{ echo "gpu_check $(date -u +%FT%TZ): ${steps[*]}"; nvidia-smi -L 2>/dev/null
+  "$PY" -c "import cupy, numpy; print('cupy', cupy.__version__, 'numpy', numpy.__version__)"; } | tee -a "$OUT/summary.txt"
 for step in "${steps[@]}"; do
     started=$SECONDS
     "$step"
