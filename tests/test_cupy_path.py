@@ -164,6 +164,10 @@ def test_a_training_step_waits_for_the_device_once(counters, name):
     with counters() as c:
         learner.meta_gradients(batch)
     assert (c.sync, c.d2h) == (0, 0)
+    # only the batch's arrays go up, never a Python number: support and query images and
+    # labels; joint training pools them (2); ProtoNet sends all images, the query labels
+    # and its class-averaging matrix (3)
+    assert c.h2d == {"joint": 2, "protonet": 3}.get(name, 4)
     with counters() as c:
         metrics = learner.step(batch)
     assert (c.sync, c.d2h) == (1, 1)
