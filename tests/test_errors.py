@@ -307,6 +307,17 @@ def test_cross_entropy_label_out_of_range():
         F.cross_entropy(T((2, 3)), np.array([-1, 1]))
 
 
+def test_labels_carry_their_range_and_refuse_floats():
+    """``Labels`` read their range once, where they are made: cross_entropy checks it."""
+    labels = F.Labels(np.array([[0, 3]]))
+    assert (labels.low, labels.high) == (0, 3) and labels.dtype == np.int64
+    assert (F.Labels(np.zeros((2, 0), np.int64)).low, F.Labels(np.zeros((2, 0), np.int64)).high) == (0, -1)
+    with pytest.raises(ValueError, match=re.escape("cross_entropy: labels must lie in [0, 3), got values in [0, 3]")):
+        F.cross_entropy(T((1, 2, 3)), labels)
+    with pytest.raises(TypeError, match="^Labels: class labels must be integers, got float64$"):
+        F.Labels(np.array([0.0, 1.0]))
+
+
 def test_cross_entropy_label_wrong_shape():
     with pytest.raises(ValueError, match=re.escape("cross_entropy: labels of shape (3,) do not match logits (2, 3) "
                                                    "(expected labels of shape (2,))")):
