@@ -18,9 +18,10 @@ Cases (``--cases`` takes names, group names or shell patterns such as ``'omniglo
 * ``omniglot``: ``configs/omniglot_5w1s_maml.json`` (Conv4, 64 filters, 28×28, 5-way 1-shot,
   15 queries per class, meta-batch 32, α = 0.4, 1 step) on synthetic random images from an
   ``episode_sampler`` over a random [100, 20, 28, 28] array (with ``--backend cupy`` the
-  images are on the GPU, as in training: the step times exclude the image upload): MAML, FOMAML, and Reptile with
-  the inner loop of ``configs/omniglot_5w1s_reptile.json`` (5 Adam steps on support+query)
-  at the same meta-batch; float32 and float64: ``omniglot_{maml,fomaml,reptile}_{f32,f64}``.
+  images are on the GPU, as in training, so the step excludes their upload): MAML, FOMAML,
+  and Reptile with the inner loop of ``configs/omniglot_5w1s_reptile.json`` (5 Adam steps on
+  support+query) at the same meta-batch; float32 and float64:
+  ``omniglot_{maml,fomaml,reptile}_{f32,f64}``.
 * ``miniimagenet``: ``configs/miniimagenet_5w1s_maml.json`` (Conv4 3×84×84, 32 filters,
   max-pool, 5-way 1-shot, 15 queries, 5 inner steps α = 0.01, meta-batch 4, second-order
   MAML, float32): ``miniimagenet_maml_f32``.

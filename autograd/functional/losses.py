@@ -12,24 +12,26 @@ from ..tensor import Tensor, as_array
 class Labels(Tensor):
     """Integer class labels that know their smallest and largest value.
 
-    The two numbers are read where the labels are made (on the host, before the array goes
-    to the device), or given by a maker that knows them (an episode's labels are 0..ways-1),
-    so ``cross_entropy`` checks the range without waiting for the device. Indexing a Labels
-    gives a plain Tensor, whose range is read again when it is used.
+    The two numbers are read where the labels are made, on the host before the array goes to
+    the device (a learner's ``inputs``), so ``cross_entropy`` checks the range without
+    waiting for the device. Indexing a Labels gives a plain Tensor, whose range is read
+    again where it is used.
     """
     __slots__ = ("low", "high")
 
-    def __init__(self, labels, low=None, high=None):
-        if isinstance(labels, Tensor):
-            labels = labels.data
-        if not hasattr(labels, "dtype"):
-            labels = numpy.asarray(labels)
-        if labels.dtype.kind not in "iu":
-            raise TypeError(f"Labels: class labels must be integers, got {labels.dtype}")
-        if low is None or high is None:
-            low, high = _range(labels)
-        super().__init__(labels)                                  # to the device, once
-        self.low, self.high = int(low), int(high)
+    def __init__(self, labels):
+        y = _array(labels)
+        if y.dtype.kind not in "iu":
+            raise TypeError(f"Labels: class labels must be integers, got {y.dtype}")
+        self.low, self.high = _range(y)
+        super().__init__(y)                                       # to the device, once
+
+
+def _array(labels):
+    """The array of a Tensor, an array as it is, anything else (lists) as a host array."""
+    if isinstance(labels, Tensor):
+        return labels.data
+    return labels if hasattr(labels, "dtype") else numpy.asarray(labels)
 
 
 def _range(y):
@@ -57,7 +59,7 @@ def cross_entropy(logits, labels, reduction="mean"):
     """−log softmax(logits)[label], for logits (..., N, classes) and integer labels (..., N)."""
     xp = backend.xp
     logits = as_tensor("cross_entropy", logits)
-    y = labels.data if isinstance(labels, Tensor) else labels if hasattr(labels, "dtype") else numpy.asarray(labels)
+    y = _array(labels)
     if y.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy: labels must be integers, got {y.dtype}")
     if logits.ndim < 2 or tuple(y.shape) != tuple(logits.shape[:-1]):

@@ -172,9 +172,9 @@ class MetaLearner:
         Integer y are class ``Labels``, their range read here, once, before they are moved."""
         x = as_tensor(getattr(batch, which + "_x"), self.dtype)
         y = getattr(batch, which + "_y")
-        if isinstance(y, Labels) or y.dtype.kind in "iu":
-            return x, y if isinstance(y, Labels) else Labels(y)
-        return x, as_tensor(y, self.dtype)
+        if isinstance(y, Labels):
+            return x, y
+        return x, Labels(y) if y.dtype.kind in "iu" else as_tensor(y, self.dtype)
 
     @staticmethod
     def n_tasks(batch):
