@@ -17,9 +17,11 @@ Cases (``--cases`` takes names, group names or shell patterns such as ``'omniglo
   ``sinusoid_fomaml``, ``sinusoid_reptile`` (5 SGD steps of 0.02 on support+query).
 * ``omniglot``: ``configs/omniglot_5w1s_maml.json`` (Conv4, 64 filters, 28×28, 5-way 1-shot,
   15 queries per class, meta-batch 32, α = 0.4, 1 step) on synthetic random images from an
-  ``EpisodeSampler`` over a random [100, 20, 28, 28] array: MAML, FOMAML, and Reptile with
-  the inner loop of ``configs/omniglot_5w1s_reptile.json`` (5 Adam steps on support+query)
-  at the same meta-batch; float32 and float64: ``omniglot_{maml,fomaml,reptile}_{f32,f64}``.
+  ``episode_sampler`` over a random [100, 20, 28, 28] array (with ``--backend cupy`` the
+  images are on the GPU, as in training, so the step excludes their upload): MAML, FOMAML,
+  and Reptile with the inner loop of ``configs/omniglot_5w1s_reptile.json`` (5 Adam steps on
+  support+query) at the same meta-batch; float32 and float64:
+  ``omniglot_{maml,fomaml,reptile}_{f32,f64}``.
 * ``miniimagenet``: ``configs/miniimagenet_5w1s_maml.json`` (Conv4 3×84×84, 32 filters,
   max-pool, 5-way 1-shot, 15 queries, 5 inner steps α = 0.01, meta-batch 4, second-order
   MAML, float32): ``miniimagenet_maml_f32``.
@@ -79,7 +81,7 @@ from autograd.ops import linalg
 from tinymeta.files import write_text
 from tinymeta.models import Conv4
 
-from tinymeta.tasks import EpisodeSampler
+from tinymeta.tasks import episode_sampler
 
 from . import configs, omniglot, sinusoid
 
@@ -277,8 +279,8 @@ def conv_learner(cfg, data, dtype, batched=True, tasks=None, seed=0):
                                                 dtype=np.float32)
     params = model.init(np.random.default_rng(seed + 1), dtype=dtype)
     learner = omniglot.LEARNERS[cfg["algo"]](model, params, cfg, batched=batched)
-    sampler = EpisodeSampler(images, ways=cfg["ways"], shots=cfg["shots"], queries=cfg["query"],
-                             rng=seed + 2, dtype=dtype)
+    sampler = episode_sampler(images, ways=cfg["ways"], shots=cfg["shots"], queries=cfg["query"],
+                              rng=seed + 2, dtype=dtype)                 # on CuPy: images on the GPU
     return learner, [sampler.sample_batch(cfg["meta_batch"] if tasks is None else tasks) for _ in range(3)]
 
 

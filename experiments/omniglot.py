@@ -109,6 +109,7 @@ from tinymeta.data.omniglot import load_lake_runs
 from tinymeta.data.splits import DATASETS, dataset_defaults
 from tinymeta.models import Conv4
 from tinymeta.optim import Adam
+from tinymeta.tasks import episode_sampler
 from tinymeta.tasks.episodic import Episode, EpisodeSampler
 from tinymeta.tasks.pairs import PairSampler
 from tinymeta.training import (ArgumentParser, CHECKPOINT, CosineDecay, LinearDecay, SetIteration, StepDecay,
@@ -332,8 +333,9 @@ def sampler(cfg, classes, seed, test=False):
     if cfg["algo"] == "siamese" and not test:
         return PairSampler(classes, rng=seed, dtype=np.dtype(cfg["dtype"]))
     ways, query = (cfg["test_ways"], cfg["test_query"]) if test else (cfg["ways"], cfg["query"])
+    make = EpisodeSampler if test else episode_sampler      # training: gathered on the GPU under CuPy
     try:
-        return EpisodeSampler(classes, ways, cfg["shots"], query, rng=seed, dtype=np.dtype(cfg["dtype"]))
+        return make(classes, ways, cfg["shots"], query, rng=seed, dtype=np.dtype(cfg["dtype"]))
     except ValueError as e:                       # e.g. a class with fewer images than shots + queries
         which = "--test-ways/--test-query" if test else "--ways/--shots/--query"
         raise UsageError(f"{e} (check {which})") from None

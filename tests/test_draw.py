@@ -206,7 +206,9 @@ def test_the_walkthrough_runs_top_to_bottom_and_writes_its_page(tmp_path, graphv
     import sys
     from pathlib import Path
     script = Path(__file__).resolve().parents[1] / "docs" / "walkthrough.py"
-    env = dict(os.environ, PATH="") if graphviz == "hidden" else None      # no `dot` on PATH
+    env = dict(os.environ, TINYMETA_BACKEND="numpy")       # the page shows NumPy arrays, as committed
+    if graphviz == "hidden":
+        env["PATH"] = ""                                    # no `dot` on PATH
     done = subprocess.run([sys.executable, str(script), "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr

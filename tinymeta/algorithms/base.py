@@ -49,6 +49,7 @@ import math
 import numpy as np
 
 from autograd import Tensor, backend, grad, no_grad
+from autograd.functional import Labels
 from autograd.ops import mean, stack, sub_scaled, sum as tsum
 
 from ..optim import Adam
@@ -95,13 +96,14 @@ class MetaLearner:
         missing = [k for k, g in grads.items() if g is None]
         if missing:
             raise RuntimeError(f"{type(self).__name__}: parameters {missing} received no meta-gradient")
-        value = float(loss.data)
-        bad = [k for k, g in grads.items() if not bool(backend.xp.isfinite(g.data).all())]
-        if not math.isfinite(value) or bad:
-            what = f"meta-loss {value}" if not math.isfinite(value) else f"meta-gradient of {bad}"
+        metrics, finite = read_back({"loss": loss.data, **self.last_metrics},
+                                    [backend.xp.isfinite(g.data).all() for g in grads.values()])
+        bad = [k for k, ok in zip(grads, finite) if not ok]
+        if not math.isfinite(metrics["loss"]) or bad:
+            what = f"meta-loss {metrics['loss']}" if not math.isfinite(metrics["loss"]) else f"meta-gradient of {bad}"
             raise NonFiniteError(f"{type(self).__name__}: {what} is not finite")
         self.optimizer.step(grads)
-        return {"loss": value, **self.last_metrics}
+        return metrics
 
     def adapt(self, batch, steps, inner_lr=None):
         """Each task's fast weights after ``steps`` meta-test steps on its support set
@@ -171,10 +173,13 @@ class MetaLearner:
 
     # --- data ---------------------------------------------------------------------------
     def inputs(self, batch, which):
+        """(x, y) of the batch's support or query sets as constants on the active backend.
+        Integer y are class ``Labels``, their range read here, once, before they are moved."""
         x = as_tensor(getattr(batch, which + "_x"), self.dtype)
-        y = backend.from_numpy(getattr(batch, which + "_y"))
-        y = as_tensor(y) if y.dtype.kind in "iu" else as_tensor(y, self.dtype)
-        return x, y
+        y = getattr(batch, which + "_y")
+        if isinstance(y, Labels):
+            return x, y
+        return x, Labels(y) if y.dtype.kind in "iu" else as_tensor(y, self.dtype)
 
     @staticmethod
     def n_tasks(batch):
@@ -212,7 +217,7 @@ class MetaLearner:
         losses = self.task_losses_from(out, yq, fast)
         self.last_metrics = {}
         if yq.dtype.kind in "iu":
-            self.last_metrics["accuracy"] = float(backend.to_numpy(accuracy(out.data, yq.data)).mean())
+            self.last_metrics["accuracy"] = accuracy(out.data, yq.data).mean()   # on the device: step reads it
         return mean(losses)
 
     # --- the inner loop -----------------------------------------------------------------
@@ -261,6 +266,19 @@ class MetaLearner:
 def query_step(k):
     """The per-step layers' index of the query pass after k inner steps."""
     return max(k - 1, 0)
+
+
+def read_back(values, flags):
+    """({name: float}, [bool]) of device scalars (and numbers) and device booleans, brought
+    to the host in one transfer: the only time a training step waits for the device."""
+    xp = backend.xp
+    on_device = [k for k, v in values.items() if hasattr(v, "dtype")]
+    packed = [xp.asarray(values[k], dtype=xp.float64).reshape(()) for k in on_device]
+    packed += [xp.asarray(f, dtype=xp.float64).reshape(()) for f in flags]
+    host = backend.to_numpy(xp.stack(packed)) if packed else np.zeros(0)
+    read = dict(zip(on_device, host))
+    numbers = {k: float(read[k] if k in read else v) for k, v in values.items()}
+    return numbers, [bool(v) for v in host[len(on_device):]]
 
 
 def accuracy(logits, labels):

@@ -21,6 +21,7 @@ import numpy as np
 
 from autograd import backend, grad, no_grad
 from autograd import functional as F
+from autograd.functional import Labels
 from autograd.ops import getitem, mean
 
 from .base import MetaLearner, accuracy, as_tensor
@@ -64,8 +65,8 @@ class MetricLearner(MetaLearner):
         """The mean query loss over the batch's tasks, with φ = ``params``; remembers the
         training accuracy for ``step``'s metrics."""
         logits = self.logits(params, batch, mode="train")
-        yq = as_tensor(np.asarray(batch.query_y))
-        self.last_metrics = {"accuracy": float(backend.to_numpy(accuracy(logits.data, yq.data)).mean())}
+        yq = Labels(np.asarray(batch.query_y))             # range read on the host, before upload
+        self.last_metrics = {"accuracy": accuracy(logits.data, yq.data).mean()}   # stays on the device
         return mean(self.loss_fn(logits, yq, reduction="none"))
 
     def meta_gradients(self, batch):
@@ -83,6 +84,6 @@ class MetricLearner(MetaLearner):
         gradient steps). The model runs in ``"test"`` mode; nothing the learner holds changes."""
         with no_grad():
             logits = self.logits(self.params, batch, mode="test")
-            yq = as_tensor(np.asarray(batch.query_y))
+            yq = Labels(np.asarray(batch.query_y))
             per_task = mean(self.loss_fn(logits, yq, reduction="none"), axis=-1)
         return {"loss": rows(per_task.data, steps), "accuracy": rows(accuracy(logits.data, yq.data), steps)}

@@ -79,7 +79,7 @@ class Conv4:
     def bn_set(self, params, i, step):
         """(γ, β, running mean, running var) of batch-norm layer i at inner step ``step``."""
         gamma, beta = params[f"bn{i}.gamma"], params[f"bn{i}.beta"]
-        rm, rv = self.running[f"bn{i}"]
+        rm, rv = self._running(f"bn{i}")
         if self.bn_steps is None:
             return gamma, beta, rm, rv
         s = min(step, self.bn_steps - 1)
@@ -120,6 +120,14 @@ class Conv4:
         if self.max_pool:                                       # flatten each image: (T, N, C·h·w)
             return reshape(transpose(h, (0, 2, 1, 3, 4)), (T, N, self.features))
         return transpose(mean(h, axis=(-2, -1)), (0, 2, 1))    # average over the final 2×2 map
+
+    def _running(self, key):
+        """One layer's running statistics on the active backend: moved there first when the
+        backend changed since they were made (they are updated in place)."""
+        rm, rv = self.running[key]
+        if not isinstance(rm, backend.xp.ndarray):
+            rm, rv = self.running[key] = (backend.from_numpy(rm), backend.from_numpy(rv))
+        return rm, rv
 
     def __call__(self, params, x, mode="train", step=0):
         check_mode("Conv4", mode)

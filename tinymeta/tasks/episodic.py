@@ -132,8 +132,10 @@ class EpisodeSampler:
 
     # ----------------------------------------------------------------- sampling
 
-    def sample(self) -> Episode:
-        """Draw one episode (see :class:`Episode` for shapes)."""
+    def draw(self):
+        """Every random number one episode takes: ``(classes, examples)``, int arrays
+        ``[ways]`` and ``[ways, shots + queries]``, the dataset classes and, per class, the
+        examples drawn from it (support first). :meth:`sample` assembles them."""
         per_class = self.shots + self.queries
         # choice without replacement returns the classes in random order, so using the
         # position as the label gives a fresh random class -> label map every episode.
@@ -142,13 +144,16 @@ class EpisodeSampler:
         # of which we keep the first shots + queries: distinct examples within a class.
         noise = self.rng.random((self.ways, int(self.counts.max())))
         if isinstance(self.class_images, np.ndarray):
-            examples = np.argsort(noise, axis=1)[:, :per_class]
+            return classes, np.argsort(noise, axis=1)[:, :per_class]
+        return classes, np.stack([np.argsort(row[: self.counts[c]])[:per_class] for c, row in zip(classes, noise)])
+
+    def sample(self) -> Episode:
+        """Draw one episode (see :class:`Episode` for shapes)."""
+        classes, examples = self.draw()
+        if isinstance(self.class_images, np.ndarray):
             chosen = self.class_images[classes[:, None], examples]  # [ways, per_class, ...]
         else:
-            chosen = np.stack([
-                self.class_images[c][np.argsort(row[: self.counts[c]])[:per_class]]
-                for c, row in zip(classes, noise)
-            ])
+            chosen = np.stack([self.class_images[c][e] for c, e in zip(classes, examples)])
         chosen = chosen.astype(self.dtype, copy=False)
 
         labels = np.arange(self.ways, dtype=np.int64)
