@@ -17,7 +17,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from autograd import functional as F, grad
+from autograd import backend, functional as F, grad
+from helpers import host
 from tinymeta.algorithms import IMAML, MAML
 from tinymeta.algorithms.cg import conjugate_gradient
 from tinymeta.models import MLP
@@ -29,6 +30,7 @@ FD_RTOL = 1e-6
 
 
 def rel_err(a, b):
+    a, b = host(a), host(b)
     return np.abs(a - b).max() / max(np.abs(a).max(), np.abs(b).max())
 
 
@@ -41,14 +43,16 @@ def spd(rng, n):
 def test_cg_solves_a_known_spd_system_in_n_steps():
     rng = np.random.default_rng(0)
     A, b = spd(rng, 7), rng.standard_normal(7)
-    x = conjugate_gradient(lambda v: [A @ v[0]], [b], steps=7)[0]
+    A_dev = backend.from_numpy(A)
+    x = conjugate_gradient(lambda v: [A_dev @ v[0]], [backend.from_numpy(b)], steps=7)[0]
     assert rel_err(x, np.linalg.solve(A, b)) <= CG_RTOL
 
 
 def test_cg_one_step_is_steepest_descent():
     rng = np.random.default_rng(1)
     A, b = spd(rng, 5), rng.standard_normal(5)
-    x = conjugate_gradient(lambda v: [A @ v[0]], [b], steps=1)[0]
+    A_dev = backend.from_numpy(A)
+    x = conjugate_gradient(lambda v: [A_dev @ v[0]], [backend.from_numpy(b)], steps=1)[0]
     assert rel_err(x, (b @ b) / (b @ A @ b) * b) <= 1e-12
 
 
@@ -58,14 +62,17 @@ def test_cg_task_axis_solves_each_task_alone():
     rng = np.random.default_rng(2)
     As, bs = [spd(rng, 5) for _ in range(3)], rng.standard_normal((3, 5))
 
+    As_dev, bs_dev = [backend.from_numpy(A) for A in As], backend.from_numpy(bs)
+
     def matvec(v):
-        full = np.concatenate([v[0], v[1]], axis=1)
-        out = np.stack([A @ f for A, f in zip(As, full)])
+        full = backend.xp.concatenate([v[0], v[1]], axis=1)
+        out = backend.xp.stack([A @ f for A, f in zip(As_dev, full)])
         return [out[:, :2], out[:, 2:]]
     for steps in (2, 5):
-        x = np.concatenate(conjugate_gradient(matvec, [bs[:, :2], bs[:, 2:]], steps, task_axis=True), axis=1)
+        x = np.concatenate(host(conjugate_gradient(matvec, [bs_dev[:, :2], bs_dev[:, 2:]], steps, task_axis=True)),
+                           axis=1)
         for t in range(3):
-            alone = conjugate_gradient(lambda v: [As[t] @ v[0]], [bs[t]], steps)[0]
+            alone = conjugate_gradient(lambda v: [As_dev[t] @ v[0]], [bs_dev[t]], steps)[0]
             assert rel_err(x[t], alone) <= 1e-12
     assert rel_err(x, np.stack([np.linalg.solve(A, b) for A, b in zip(As, bs)])) <= CG_RTOL
 
@@ -105,8 +112,8 @@ def test_quadratic_inner_loss_matches_closed_form(batched):
                 for x in batch.support_x)
     assert H_max < 8, "the step size above assumes the support Hessians' eigenvalues < 8"
     _, grads = learner.meta_gradients(batch)
-    theta = np.concatenate([params["w0"].data[0], params["b0"].data])
-    analytic = np.concatenate([grads["w0"].data[0], grads["b0"].data])
+    theta = np.concatenate([host(params["w0"])[0], host(params["b0"])])
+    analytic = np.concatenate([host(grads["w0"])[0], host(grads["b0"])])
     assert rel_err(analytic, closed_form_meta_gradient(theta, batch, lam)) <= CLOSED_FORM_RTOL
 
 
@@ -117,8 +124,8 @@ def test_too_few_cg_steps_are_not_the_closed_form():
     batch = linear_regression_tasks(4)
     learner = IMAML(model, params, F.mse_loss, inner_lr=0.1, inner_steps=300, lam=0.5, cg_steps=1)
     _, grads = learner.meta_gradients(batch)
-    theta = np.concatenate([params["w0"].data[0], params["b0"].data])
-    analytic = np.concatenate([grads["w0"].data[0], grads["b0"].data])
+    theta = np.concatenate([host(params["w0"])[0], host(params["b0"])])
+    analytic = np.concatenate([host(grads["w0"])[0], host(grads["b0"])])
     assert rel_err(analytic, closed_form_meta_gradient(theta, batch, 0.5)) > 1e-3
 
 
@@ -135,7 +142,7 @@ def test_mlp_meta_gradient_matches_finite_differences_of_the_solved_inner_proble
     fast = learner.solve_inner(learner.tasks_view(params, 2), xs, ys)
     stationarity = learner.support_loss(fast, xs, ys, "adapt")
     g = grad(stationarity, list(fast.values()))
-    prox = [gi.data + LAM * (f.data - params[k].data) for gi, (k, f) in zip(g, fast.items())]
+    prox = [host(gi) + LAM * (host(f) - host(params[k])) for gi, (k, f) in zip(g, fast.items())]
     assert max(np.abs(p).max() for p in prox) < 1e-13, "the inner problem is not solved exactly"
 
     def meta_loss():
@@ -144,7 +151,7 @@ def test_mlp_meta_gradient_matches_finite_differences_of_the_solved_inner_proble
     for k, p in params.items():
         numeric = np.zeros(p.data.shape)
         for i in np.ndindex(p.data.shape):
-            old = p.data[i]
+            old = float(p.data[i])                  # a number: on CuPy p.data[i] is a view of p
             values = []
             for step in (-2, -1, 1, 2):
                 p.data[i] = old + step * h
@@ -172,20 +179,20 @@ def test_evaluate_and_step_follow_the_contract():
     params = model.init(np.random.default_rng(9), dtype=np.float64)
     batch = SinusoidTasks().sample(np.random.default_rng(10), tasks=3, shots=5)
     learner = IMAML(model, params, F.mse_loss, inner_lr=0.05, inner_steps=5, lam=1.0)
-    before = {k: p.data.copy() for k, p in params.items()}
+    before = {k: host(p).copy() for k, p in params.items()}
     result = learner.evaluate(batch, steps=4)
     assert result["loss"].shape == (5, 3)
-    assert all(np.array_equal(before[k], p.data) for k, p in params.items())
+    assert all(np.array_equal(before[k], host(p)) for k, p in params.items())
     assert result["loss"][-1].mean() < result["loss"][0].mean()
     looped = IMAML(model, params, F.mse_loss, inner_lr=0.05, inner_steps=5, lam=1.0, batched=False)
     np.testing.assert_allclose(looped.evaluate(batch, steps=4)["loss"], result["loss"], rtol=1e-10)
     g_batched = learner.meta_gradients(batch)[1]
     g_looped = looped.meta_gradients(batch)[1]
     for k in g_batched:
-        np.testing.assert_allclose(g_batched[k].data, g_looped[k].data, rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(host(g_batched[k]), host(g_looped[k]), rtol=1e-10, atol=1e-14)
     metrics = learner.step(batch)
     assert np.isfinite(metrics["loss"])
-    assert any(not np.array_equal(before[k], p.data) for k, p in params.items())
+    assert any(not np.array_equal(before[k], host(p)) for k, p in params.items())
 
 
 def test_bad_hyperparameters_are_one_sentence():

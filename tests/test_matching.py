@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from autograd import Tensor, gradcheck
+from helpers import host
 from tinymeta.algorithms import FullContextEmbedding, MatchingNet
 from tinymeta.algorithms.matching import LSTMS
 from tinymeta.models import MLP, Conv4
@@ -41,13 +42,13 @@ def hand_episode():
 def test_attention_is_a_softmax_over_cosine_similarities_and_labels_are_summed():
     learner = MatchingNet(Identity(), Identity().init(None))
     batch = hand_episode()
-    a = learner.attention(learner.params, batch, mode="test").data[0]
+    a = host(learner.attention(learner.params, batch, mode="test"))[0]
     s = 1 / np.sqrt(2)
     cos = np.array([[3 / 5, 4 / 5, 7 / 5 * s],                        # c(x̂, x_i) = x̂·x_i / (‖x̂‖‖x_i‖)
                     [-1.0, 0.0, -s]])
     expected = np.exp(cos) / np.exp(cos).sum(axis=1, keepdims=True)   # a = softmax_i c
     np.testing.assert_allclose(a, expected, rtol=1e-7)
-    P = np.exp(learner.logits(learner.params, batch, mode="test").data[0])
+    P = np.exp(host(learner.logits(learner.params, batch, mode="test"))[0])
     np.testing.assert_allclose(P, np.stack([expected[:, 0], expected[:, 1] + expected[:, 2]], axis=1),
                                rtol=1e-7)                             # P(k) = Σ_{i: y_i = k} a_i
     np.testing.assert_allclose(P.sum(axis=1), 1.0, rtol=1e-12)
@@ -102,11 +103,11 @@ def test_full_context_embeddings_follow_the_paper():
     rng = np.random.default_rng(1)
     zs, zq = rng.standard_normal((2, 5, 3)), rng.standard_normal((2, 4, 3))
     g, f = model.context(params, Tensor(zs), Tensor(zq))
-    arrays = {k: v.data for k, v in params.items()}
+    arrays = {k: host(v) for k, v in params.items()}
     for t in range(2):
         g_ref, f_ref = numpy_context(arrays, zs[t], zq[t], 3)
-        np.testing.assert_allclose(g.data[t], g_ref, rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(f.data[t], f_ref, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(host(g)[t], g_ref, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(host(f)[t], f_ref, rtol=1e-10, atol=1e-12)
 
 
 def smooth_setup(fce, seed=1):

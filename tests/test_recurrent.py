@@ -8,6 +8,7 @@ import pytest
 from autograd import Tensor, gradcheck, gradgradcheck
 from autograd import functional as F
 from autograd.functional.similarity import cosine_similarity
+from helpers import host
 
 
 def sig(z):
@@ -41,8 +42,8 @@ def test_cell_matches_the_equations():
     x, h, c = rng.standard_normal((5, 3)), rng.standard_normal((5, 4)), rng.standard_normal((5, 2))
     h1, c1 = F.lstm_cell(Tensor(x), Tensor(h), Tensor(c), {k: Tensor(v) for k, v in p.items()})
     h_ref, c_ref = numpy_cell(x, h, c, p)
-    np.testing.assert_allclose(h1.data, h_ref, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(c1.data, c_ref, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(host(h1), h_ref, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(host(c1), c_ref, rtol=1e-12, atol=1e-14)
 
 
 def test_cell_first_and_second_order():
@@ -69,9 +70,9 @@ def test_sequence_matches_a_loop_of_cells_and_runs_backwards():
         for t in (range(3, -1, -1) if reverse else range(4)):
             hr, cr = numpy_cell(xs[:, t], hr, cr, p)
             expected[:, t] = hr
-        np.testing.assert_allclose(hs.data, expected, rtol=1e-12, atol=1e-14)
-        np.testing.assert_allclose(h.data, hr, rtol=1e-12, atol=1e-14)
-        np.testing.assert_allclose(c.data, cr, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(host(hs), expected, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(host(h), hr, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(host(c), cr, rtol=1e-12, atol=1e-14)
 
 
 def test_sequence_and_bidirectional_first_and_second_order():
@@ -120,8 +121,8 @@ def test_task_stacked_weights_equal_shared_weights_per_task():
     hs, cs = F.lstm_cell(Tensor(x), Tensor(h), Tensor(c), stacked)
     for t, p in enumerate(per_task):
         h_ref, c_ref = numpy_cell(x[t], h[t], c[t], p)
-        np.testing.assert_allclose(hs.data[t], h_ref, rtol=1e-12, atol=1e-14)
-        np.testing.assert_allclose(cs.data[t], c_ref, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(host(hs)[t], h_ref, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(host(cs)[t], c_ref, rtol=1e-12, atol=1e-14)
     names = list(stacked)
 
     def cell(x, *weights):
@@ -150,7 +151,7 @@ def test_cell_bad_shapes_are_one_sentence(shapes, what):
 def test_cosine_similarity_by_hand():
     a = np.array([[[3.0, 4.0], [1.0, 0.0]]])
     b = np.array([[[0.0, 2.0], [-1.0, 0.0], [1.0, 1.0]]])
-    got = cosine_similarity(Tensor(a), Tensor(b)).data[0]
+    got = host(cosine_similarity(Tensor(a), Tensor(b)))[0]
     s = 1 / np.sqrt(2)
     expected = [[4 / 5, -3 / 5, 7 / 5 * s], [0.0, -1.0, s]]
     np.testing.assert_allclose(got, expected, rtol=1e-7)      # ε = 1e-8 in the norms

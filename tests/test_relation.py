@@ -8,6 +8,7 @@ import pytest
 from autograd import Tensor, gradcheck
 from autograd import functional as F
 from autograd.ops import reshape, transpose
+from helpers import host
 from tinymeta.algorithms import RelationModel, RelationNet
 from tinymeta.algorithms.relation import conv_block, one_hot_mse
 from tinymeta.parameters import broadcast_to_tasks
@@ -43,7 +44,7 @@ def test_relation_module_equals_the_literal_concatenation():
     params = broadcast_to_tasks(learner.params, T)
     rng = np.random.default_rng(2)
     classes, queries = rng.standard_normal((T, 3, 3, 4, 4)), rng.standard_normal((T, 5, 3, 4, 4))
-    r = model.relate(params, Tensor(classes), Tensor(queries)).data
+    r = host(model.relate(params, Tensor(classes), Tensor(queries)))
     pairs = np.concatenate([np.broadcast_to(classes[:, None], (T, 5, 3, 3, 4, 4)),     # C(class k, query q):
                             np.broadcast_to(queries[:, :, None], (T, 5, 3, 3, 4, 4))],  # channels 0..C−1 the class,
                            axis=3).reshape(T, 15, 6, 4, 4)                             # C..2C−1 the query
@@ -51,7 +52,7 @@ def test_relation_module_equals_the_literal_concatenation():
     h = conv_block(h, params, "relation.conv1", pool=True)
     h = reshape(transpose(h, (0, 2, 1, 3, 4)), (T, 15, -1))
     h = F.relu(F.linear(h, params["relation.fc0.w"], params["relation.fc0.b"]))
-    literal = 1 / (1 + np.exp(-F.linear(h, params["relation.fc1.w"], params["relation.fc1.b"]).data))
+    literal = 1 / (1 + np.exp(-host(F.linear(h, params["relation.fc1.w"], params["relation.fc1.b"]))))
     np.testing.assert_allclose(r, literal.reshape(T, 5, 3), rtol=1e-10, atol=1e-12)
 
 
@@ -59,18 +60,18 @@ def test_k_shot_class_maps_are_summed():
     learner = setup()
     batch = episode(shots=3)
     params = broadcast_to_tasks(learner.params, 2)
-    x = Tensor(np.concatenate([batch.support_x, batch.query_x], axis=1))
-    maps = learner.model(params, x, mode="test").data
+    x = Tensor(np.concatenate(host([batch.support_x, batch.query_x]), axis=1))
+    maps = host(learner.model(params, x, mode="test"))
     zs, zq = maps[:, :9], maps[:, 9:]
-    sums = np.stack([np.stack([zs[t][batch.support_y[t] == k].sum(axis=0) for k in range(3)]) for t in range(2)])
-    expected = learner.model.relate(params, Tensor(sums), Tensor(zq)).data
-    np.testing.assert_allclose(learner.logits(learner.params, batch, mode="test").data, expected, rtol=1e-10)
+    sums = np.stack([np.stack([zs[t][host(batch.support_y)[t] == k].sum(axis=0) for k in range(3)]) for t in range(2)])
+    expected = host(learner.model.relate(params, Tensor(sums), Tensor(zq)))
+    np.testing.assert_allclose(host(learner.logits(learner.params, batch, mode="test")), expected, rtol=1e-10)
 
 
 def test_mse_to_one_hot_by_hand():
     scores = Tensor(np.array([[[0.9, 0.2, 0.1], [0.3, 0.3, 0.6]]]))
     labels = Tensor(np.array([[0, 1]]))
-    per_query = one_hot_mse(scores, labels, reduction="none").data
+    per_query = host(one_hot_mse(scores, labels, reduction="none"))
     expected = [(0.1 ** 2 + 0.2 ** 2 + 0.1 ** 2) / 3, (0.3 ** 2 + 0.7 ** 2 + 0.6 ** 2) / 3]
     np.testing.assert_allclose(per_query[0], expected, rtol=1e-12)
     assert float(one_hot_mse(scores, labels).data) == pytest.approx(np.mean(expected), rel=1e-12)
