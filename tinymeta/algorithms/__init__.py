@@ -12,3 +12,4 @@ from .matching import MatchingNet, FullContextEmbedding
 from .relation import RelationNet, RelationModel
 from .siamese import Siamese, SiameseModel
 from .imaml import IMAML
+from .mann import MANN, MemoryNetwork
