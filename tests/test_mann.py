@@ -109,4 +109,4 @@ def test_by_instance_is_the_accuracy_at_each_drawing():
     from tinymeta.algorithms.mann import by_instance
     right = np.array([[True, False, True, True]])
     instance = np.array([[0, 0, 1, 1]])
-    np.testing.assert_allclose(by_instance(right, instance), [[0.5, 1.0]])
+    np.testing.assert_allclose(by_instance(right, instance), [[0.5], [1.0]])

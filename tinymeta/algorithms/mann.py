@@ -94,7 +94,8 @@ class MemoryNetwork:
 
 class MANN(MetaLearner):
     """Trains a ``MemoryNetwork`` on label-offset episodes (``SequenceBatch``). ``evaluate``
-    adds ``"by_instance"``: accuracy (T, instances) at each class's 1st, 2nd, … drawing."""
+    adds ``"by_instance"``: accuracy (instances, T) at each class's 1st, 2nd, … drawing, rows
+    like the per-step rows of the other learners, so ``meta_test`` and ``summarize`` take it."""
 
     def __init__(self, model, params, loss_fn=F.cross_entropy, optimizer=None):
         super().__init__(model, params, loss_fn, optimizer, batched=True)
@@ -120,7 +121,7 @@ class MANN(MetaLearner):
 
     def evaluate(self, batch, steps=0, classification=True, inner_lr=None):
         """Per-episode loss and accuracy over all steps, (steps + 1, T) with equal rows, and
-        ``"by_instance"`` (T, instances)."""
+        ``"by_instance"`` (instances, T)."""
         with no_grad():
             logits = self.logits(self.params, batch, "test")
             y = as_tensor(np.asarray(batch.y))
@@ -137,6 +138,6 @@ def correct(logits, y):
 
 
 def by_instance(right, instance):
-    """Accuracy (T, n) at the 1st … n-th drawing of a class, from right/instance (T, L)."""
+    """Accuracy (n, T) at the 1st … n-th drawing of a class, from right and instance (T, L)."""
     n = int(np.max(instance)) + 1
-    return np.stack([[r[i == k].mean() for k in range(n)] for r, i in zip(right, instance)])
+    return np.array([[r[i == k].mean() for r, i in zip(right, instance)] for k in range(n)])
