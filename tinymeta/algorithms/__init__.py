@@ -13,3 +13,4 @@ from .relation import RelationNet, RelationModel
 from .siamese import Siamese, SiameseModel
 from .imaml import IMAML
 from .mann import MANN, MemoryNetwork
+from .lstm_meta import LSTMMetaLearner
