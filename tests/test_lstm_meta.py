@@ -60,9 +60,9 @@ def test_forget_one_and_input_alpha_is_a_gradient_step():
     params = model.init(np.random.default_rng(4))
     alpha = 0.3
     meta = {"meta/w_i": Tensor(np.zeros(6), requires_grad=True),
-            "meta/b_i": Tensor(np.array(np.log(alpha / (1 - alpha))), requires_grad=True),   # σ(b_I) = α
+            "meta/b_i": Tensor(np.array([np.log(alpha / (1 - alpha))]), requires_grad=True),   # σ(b_I) = α
             "meta/w_f": Tensor(np.zeros(6), requires_grad=True),
-            "meta/b_f": Tensor(np.array(50.0), requires_grad=True)}                           # σ(b_F) = 1
+            "meta/b_f": Tensor(np.array([50.0]), requires_grad=True)}                           # σ(b_F) = 1
     lstm = LSTMMetaLearner(model, params, F.cross_entropy, meta=meta).adapt(batch, steps=2)
     sgd = MAML(model, params, F.cross_entropy, inner_lr=alpha).adapt(batch, steps=2)
     for k in params:
@@ -77,7 +77,7 @@ def test_update_first_and_second_order(check):
     def update(theta, i_prev, f_prev, w_i, b_i, w_f, b_f):
         return lstm_update(theta, g, loss, i_prev, f_prev, {"w_i": w_i, "b_i": b_i, "w_f": w_f, "b_f": b_f})[0]
     check(update, [rng.standard_normal((2, 3)), rng.random((2, 3)), rng.random((2, 3)),
-                   rng.standard_normal(6), np.array(-0.5), rng.standard_normal(6), np.array(0.7)])
+                   rng.standard_normal(6), np.array([-0.5]), rng.standard_normal(6), np.array([0.7])])
 
 
 def test_initial_biases_and_the_learner_contract():
@@ -86,13 +86,13 @@ def test_initial_biases_and_the_learner_contract():
     sampler = EpisodeSampler(data, ways=2, shots=2, queries=3, rng=6, dtype=np.float64)
     model = MLP([3, 5, 2])
     learner = LSTMMetaLearner(model, model.init(rng), F.cross_entropy, inner_steps=2, rng=7)
-    assert 4 <= float(learner.meta["meta/b_f"].data) <= 5 and -5 <= float(learner.meta["meta/b_i"].data) <= -4
+    assert 4 <= learner.meta["meta/b_f"].data[0] <= 5 and -5 <= learner.meta["meta/b_i"].data[0] <= -4
     batch = sampler.sample_batch(3)
     before = learner.evaluate(batch, steps=2)
     assert before["loss"].shape == (3, 3)
     saved = learner.state_dict()
     metrics = learner.step(batch)
     np.testing.assert_allclose(metrics["loss"], before["loss"][2].mean(), rtol=1e-10)   # θ_T's query loss
-    assert float(learner.meta["meta/b_i"].data) != float(saved["params"]["meta/b_i"])
+    assert learner.meta["meta/b_i"].data[0] != saved["params"]["meta/b_i"][0]
     learner.load_state_dict(saved)
     np.testing.assert_allclose(learner.evaluate(batch, steps=2)["loss"], before["loss"], rtol=1e-12)

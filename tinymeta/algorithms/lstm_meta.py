@@ -32,7 +32,7 @@ def preprocess(x, p=P):
     """(log|x|/p, sign x) where |x| ≥ e^{−p}, else (−1, e^p x): two arrays shaped like x."""
     x = np.asarray(x)
     big = np.abs(x) >= np.exp(-p)
-    first = np.where(big, np.log(np.maximum(np.abs(x), 1e-300)) / p, -1.0)
+    first = np.where(big, np.log(np.where(big, np.abs(x), 1.0)) / p, -1.0)
     second = np.where(big, np.sign(x), np.exp(p) * x)
     return first.astype(x.dtype), second.astype(x.dtype)
 
@@ -53,7 +53,8 @@ def unflatten(theta, like, names):
 
 
 def gate(w, b, features, previous):
-    """σ(W · [features, previous gate] + b) for every coordinate: features (T, P, 5), previous (T, P)."""
+    """W · [features, previous gate] + b, the gate before σ, for every coordinate: features
+    (T, P, 5), previous (T, P)."""
     inputs = concatenate([features, reshape(previous, previous.shape + (1,))], axis=-1)   # (T, P, 6)
     return reshape(matmul(inputs, reshape(w, (6, 1))), previous.shape) + b
 
@@ -74,9 +75,10 @@ def lstm_update(theta, gradient, loss, i_prev, f_prev, meta):
 
 
 def meta_learner_parameters(rng, dtype=np.float32):
-    """W_I, W_F uniform in ±0.01; b_F ~ U(4, 5), b_I ~ U(−5, −4) (the paper's initialisation)."""
-    arrays = {"w_i": rng.uniform(-0.01, 0.01, 6), "b_i": rng.uniform(-5, -4, ()),
-              "w_f": rng.uniform(-0.01, 0.01, 6), "b_f": rng.uniform(4, 5, ())}
+    """W_I, W_F (6,) uniform in ±0.01; b_F ~ U(4, 5), b_I ~ U(−5, −4), each (1,) (the paper's
+    initialisation)."""
+    arrays = {"w_i": rng.uniform(-0.01, 0.01, 6), "b_i": rng.uniform(-5, -4, 1),
+              "w_f": rng.uniform(-0.01, 0.01, 6), "b_f": rng.uniform(4, 5, 1)}
     return {"meta/" + k: Tensor(np.asarray(v, dtype=dtype), requires_grad=True) for k, v in arrays.items()}
 
 
