@@ -110,3 +110,27 @@ def test_by_instance_is_the_accuracy_at_each_drawing():
     right = np.array([[True, False, True, True]])
     instance = np.array([[0, 0, 1, 1]])
     np.testing.assert_allclose(by_instance(right, instance), [[0.5], [1.0]])
+
+
+def test_the_experiment_trains_resumes_evaluates_and_draws(omniglot_data_dir, tmp_path, capsys):
+    """experiments/mann.py on the run layer, at tiny sizes: train 2 batches, resume to 3,
+    evaluate by instance, draw the figure; a bad combination is one error line."""
+    import json
+    from experiments import mann as experiment
+    small = ["--hidden", "8", "--slots", "6", "--width", "4", "--heads", "2", "--meta-batch", "2",
+             "--val-tasks", "2", "--val-every", "2", "--data-dir", str(omniglot_data_dir), "--quiet"]
+    out = tmp_path / "run"
+    experiment.main(["--out", str(out), "--iterations", "2"] + small)
+    summary = experiment.main(["--out", str(out), "--iterations", "3", "--resume"] + small)
+    assert summary["resumed_from"] == 2
+    result = experiment.main(["evaluate", str(out / "checkpoint.npz"), "--tasks", "4",
+                              "--data-dir", str(omniglot_data_dir), "--out", str(tmp_path / "eval")])
+    saved = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert len(saved["by_instance"]["mean"]) == 10 and saved["by_instance"]["tasks"] == 4
+    assert result["config"]["slots"] == 6
+    experiment.main(["figure", str(tmp_path / "eval" / "evaluation.json"), "--out", str(tmp_path / "f.png")])
+    assert (tmp_path / "f.png").stat().st_size > 0
+    with pytest.raises(SystemExit) as stop:
+        experiment.main(["--out", str(tmp_path / "bad"), "--heads", "9", "--slots", "4"])
+    assert stop.value.code == 2
+    assert "--heads 9 needs as many memory slots" in capsys.readouterr().err
