@@ -21,7 +21,7 @@ from tinymeta.algorithms import MANN, MemoryNetwork
 from tinymeta.data import load_splits
 from tinymeta.optim import Adam
 from tinymeta.tasks.sequences import SequenceSampler
-from tinymeta.training import (ArgumentParser, CHECKPOINT, RunFolder, Training, UsageError, Validation,
+from tinymeta.training import (ArgumentParser, CHECKPOINT, RunFolder, Training, Validation,
                                meta_test, mean_ci, read_checkpoint, run_main, save_figure, summarize,
                                write_json)
 from tinymeta.training.config import (Config, ConfigError, Option, boolean, choice, non_negative_int, positive_float,

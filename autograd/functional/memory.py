@@ -58,7 +58,7 @@ def lrua_write(memory, keys, previous_reads, previous_least_used, alpha):
     """One LRUA write: (M_t, w^w_t). memory (..., N, W), keys (..., R, W), previous_reads and
     previous_least_used (..., R, N), alpha (..., R). The least-used slot (row 0 of w^lu) is
     cleared, then each head adds its key with its write weights."""
-    R, N = keys.shape[-2], memory.shape[-2]
+    N = memory.shape[-2]
     ok = (previous_reads.shape == previous_least_used.shape == keys.shape[:-1] + (N,)
           and tuple(alpha.shape) == keys.shape[:-1] and keys.shape[-1] == memory.shape[-1])
     if not ok:

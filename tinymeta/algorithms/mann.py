@@ -27,6 +27,7 @@ from autograd import functional as F
 from autograd.functional import memory as mem
 from autograd.ops import concatenate, getitem, mean, reshape, stack, tanh
 
+from ..tasks.sequences import previous_labels
 from .base import MetaLearner, as_tensor
 
 
@@ -101,7 +102,6 @@ class MANN(MetaLearner):
         super().__init__(model, params, loss_fn, optimizer, batched=True)
 
     def logits(self, params, batch, mode):
-        from tinymeta.tasks.sequences import previous_labels
         x = as_tensor(batch.x, self.dtype)
         previous = as_tensor(previous_labels(batch.y, self.model.ways, np.dtype(self.dtype)), self.dtype)
         return self.model(params, x, previous, mode=mode)
