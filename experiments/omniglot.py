@@ -102,7 +102,7 @@ from autograd import Tensor, backend, no_grad
 from autograd import functional as F
 from autograd.allocator import reuse_large_allocations
 from tinymeta import checkpoint
-from tinymeta.algorithms import (ANIL, IMAML, MAML, FullContextEmbedding, MatchingNet, MetaSGD, ProtoNet,
+from tinymeta.algorithms import (ANIL, IMAML, MAML, LSTMMetaLearner, FullContextEmbedding, MatchingNet, MetaSGD, ProtoNet,
                                  RelationModel, RelationNet, Reptile, Siamese, SiameseModel)
 from tinymeta.data import load_splits
 from tinymeta.data.omniglot import load_lake_runs
@@ -120,7 +120,7 @@ from tinymeta.training.config import (Config, ConfigError, Option, boolean, choi
                                       positive_float, positive_int)
 
 ALGOS = ("maml", "fomaml", "reptile", "anil", "metasgd", "imaml", "protonet", "matchingnet",
-         "matchingnet_fce", "relationnet", "siamese")
+         "matchingnet_fce", "relationnet", "siamese", "lstm_meta")
 DRAWINGS = 20
 VAL_SEED = 20170309       # the validation tasks: the same ones at every validation
 EVAL_SEED = 1             # default seed of the meta-test tasks
@@ -371,6 +371,9 @@ LEARNERS = {     # algo → (model, params, cfg, batched) → learner; the bench
     "matchingnet_fce": lambda m, p, c, batched=True: MatchingNet(m, p, optimizer=adam(c), batched=batched),
     "relationnet": lambda m, p, c, batched=True: RelationNet(m, p, optimizer=adam(c), batched=batched),
     "siamese": lambda m, p, c, batched=True: Siamese(m, p, optimizer=adam(c), batched=batched),
+    # Ravi & Larochelle's learned update on the same Conv4 (always batched); --inner-lr is not used
+    "lstm_meta": lambda m, p, c, batched=True: LSTMMetaLearner(m, p, F.cross_entropy, c["inner_steps"],
+                                                               optimizer=adam(c), rng=[c["seed"], 2]),
 }
 # learners whose model compares embeddings instead of ending in a head: any ways at test
 HEADLESS = ("protonet", "matchingnet", "matchingnet_fce", "relationnet", "siamese")

@@ -11,3 +11,4 @@ from .batchnorm import batch_norm, batch_norm_relu
 from .losses import Labels, cross_entropy, mse_loss
 from ..ops import relu, softmax, log_softmax
 from .recurrent import lstm_cell, lstm, bidirectional_lstm, lstm_parameters
+from .memory import content_weights, read, least_used, lrua_write, usage_update

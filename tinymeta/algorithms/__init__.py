@@ -12,3 +12,5 @@ from .matching import MatchingNet, FullContextEmbedding
 from .relation import RelationNet, RelationModel
 from .siamese import Siamese, SiameseModel
 from .imaml import IMAML
+from .mann import MANN, MemoryNetwork
+from .lstm_meta import LSTMMetaLearner
