@@ -183,14 +183,15 @@ def cka_before_after(learner, batch, steps):
 LAYERS = ["block 1", "block 2", "block 3", "block 4", "head (logits)"]
 
 
-def feature_reuse(learner, tasks, n_tasks, steps, chunk, task_seed):
+def feature_reuse(learner, tasks, cka_tasks, n_tasks, steps, chunk, task_seed):
     """Accuracy (%) with 0..4 blocks frozen, each on the same test tasks (``tasks(seed)`` makes
-    the stream), and the CKA before/after the full inner loop, each as mean ± 95% CI."""
+    the stream), and the CKA before/after the full inner loop on the tasks of ``cka_tasks(seed)``
+    (more queries: CKA needs examples), each as mean ± 95% CI."""
     frozen = {}
     for k in range(5):
         acc = meta_test(frozen_learner(learner, k), tasks(task_seed), n_tasks, steps, chunk)["accuracy"]
         frozen[k] = mean_ci(100.0 * acc[-1])
-    stream, cka = tasks(task_seed), []
+    stream, cka = cka_tasks(task_seed), []
     for done in range(0, n_tasks, chunk):
         cka.append(cka_before_after(learner, stream.sample_batch(min(chunk, n_tasks - done)), steps))
     cka = np.concatenate(cka, axis=1)
@@ -228,15 +229,18 @@ def draw_reuse(path, result):
 def run_reuse(args, out):
     from experiments import omniglot
     cfg, meta, learner = omniglot.restore(Path(args.checkpoint))
-    cfg = omniglot.CONFIG.check({**cfg, "test_query": args.query})   # CKA needs more than 1 query per class
+    if args.query is not None:
+        cfg = omniglot.CONFIG.check({**cfg, "test_query": args.query})
+    cka_cfg = omniglot.CONFIG.check({**cfg, "test_query": args.cka_query})
     _train, _val, test, _fingerprint = omniglot.load_split(cfg, args.data_dir)
     omniglot.check_classes(cfg, test=test)
     t0 = time.perf_counter()
-    result = feature_reuse(learner, lambda seed: omniglot.sampler(cfg, test, seed, test=True), args.tasks,
-                           args.steps, omniglot.task_chunk(cfg), args.seed)
+    result = feature_reuse(learner, lambda seed: omniglot.sampler(cfg, test, seed, test=True),
+                           lambda seed: omniglot.sampler(cka_cfg, test, seed, test=True), args.tasks,
+                           args.steps, omniglot.task_chunk(cka_cfg), args.seed)
     result.update(checkpoint=str(args.checkpoint), iteration=meta["iteration"], seconds=time.perf_counter() - t0,
-                  setting=f"{cfg['test_ways']}-way {cfg['shots']}-shot, {cfg['test_query']} queries per class, "
-                          f"inner step {learner.inner_lr}")
+                  setting=f"{cfg['test_ways']}-way {cfg['shots']}-shot, inner step {learner.inner_lr}; "
+                          f"{cfg['test_query']} queries per class for accuracy, {args.cka_query} for CKA")
     write_json(out / "reuse.json", result)
     draw_reuse(out / "reuse.png", result)
     print("accuracy with k blocks frozen: " + ", ".join(
@@ -336,7 +340,9 @@ def main(argv=None):
         p.add_argument("--data-dir", default=None, help="reuse: the folder that holds omniglot/")
         p.add_argument("--tasks", type=positive_int, default=200, help="reuse: test tasks")
         p.add_argument("--steps", type=positive_int, default=3, help="reuse: inner steps at meta-test")
-        p.add_argument("--query", type=positive_int, default=15, help="reuse: query images per class")
+        p.add_argument("--query", type=positive_int, default=None,
+                       help="reuse: query images per class for accuracy (default: the checkpoint's)")
+        p.add_argument("--cka-query", type=positive_int, default=15, help="reuse: query images per class for CKA")
         p.add_argument("--iterations", type=positive_int, default=3000, help="trainval: meta-iterations each")
         p.add_argument("--runs", default="runs/analyses/trainval", help="trainval: the two training runs' folder")
         args = p.parse_args(argv)

@@ -140,6 +140,19 @@ def test_representations_are_the_models_own_features_and_logits():
     assert cka.shape == (5, T) and np.all((cka > 0) & (cka <= 1 + 1e-12))
 
 
+def test_feature_reuse_reports_every_setting_on_the_same_tasks():
+    maml, _ = conv_learner()
+    rng = np.random.default_rng(1)
+    images = rng.standard_normal((6, 1, 8, 8)) + 0.3 * rng.standard_normal((6, 5, 8, 8))
+    tasks = lambda seed: EpisodeSampler(images, ways=3, shots=2, queries=3, rng=seed, dtype=np.float64)
+    result = analyses.feature_reuse(maml, tasks, tasks, n_tasks=3, steps=2, chunk=2, task_seed=7)
+    assert list(result["frozen_blocks"]) == ["0", "1", "2", "3", "4"]
+    full = maml.evaluate(tasks(7).sample_batch(3), 2)["accuracy"][-1]
+    assert result["frozen_blocks"]["0"]["accuracy_percent"] == pytest.approx(100 * full.mean(), abs=1e-9)
+    assert list(result["cka"]) == analyses.LAYERS
+    assert all(0 < c["mean"] <= 1 + 1e-12 for c in result["cka"].values())
+
+
 # --- train-train vs train-val -----------------------------------------------------------------
 
 def tiny_sinusoid_config():
