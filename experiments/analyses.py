@@ -50,7 +50,7 @@ from tinymeta.algorithms import ANIL
 from tinymeta.models import MLP
 from tinymeta.parameters import broadcast_to_tasks, detached
 from tinymeta.tasks import SinusoidTasks
-from tinymeta.training import (ArgumentParser, Training, UsageError, mean_ci, meta_test, run_main, save_figure,
+from tinymeta.training import (ArgumentParser, Training, mean_ci, meta_test, run_main, save_figure, summarize,
                                write_json)
 from tinymeta.training.config import positive_int
 
@@ -268,12 +268,22 @@ def trainval_setup(cfg, variant):
     return learner, (sinusoid.Transformed(tasks, support_as_query) if variant == "train-train" else tasks)
 
 
+def held_out_losses(learner, cfg):
+    """{"K10"/"K5": (eval_steps + 1, eval_tasks) MSE on the held-out tasks of
+    ``experiments.sinusoid`` (the same tasks for every learner)."""
+    from experiments import sinusoid
+    with np.errstate(over="ignore", invalid="ignore"):         # overflowing tasks are counted
+        return {f"K{k}": meta_test(learner, sinusoid.HeldOutTasks(k, cfg["dtype"]), cfg["eval_tasks"],
+                                   cfg["eval_steps"], inner_lr=cfg["eval_lr"])["loss"]
+                for k in sinusoid.HELD_OUT_SHOTS}
+
+
 def trainval(cfg, runs, say=None):
     """{variant: {"K10"/"K5": held-out MSE after 0..eval_steps steps (``summarize``),
-    "train_seconds"}}: each variant trained by the run layer in ``runs/<variant>`` (continued
+    "train_seconds"}, "paired_difference": {"K10"/"K5": ``summarize`` of train-train − train-val
+    per held-out task}}: each variant trained by the run layer in ``runs/<variant>`` (continued
     if its checkpoint is there)."""
-    from experiments import sinusoid
-    result = {}
+    result, losses = {}, {}
     for variant in VARIANTS:
         learner, tasks = trainval_setup(cfg, variant)
         folder = Path(runs) / variant
@@ -282,7 +292,11 @@ def trainval(cfg, runs, say=None):
                             checkpoint_every=cfg["checkpoint_every"], say=say)
         training.restore()
         summary = training.run()
-        result[variant] = {**sinusoid.evaluate(learner, "maml", cfg), "train_seconds": summary["train_seconds_total"]}
+        losses[variant] = held_out_losses(learner, cfg)
+        result[variant] = {**{k: summarize(v) for k, v in losses[variant].items()},
+                           "train_seconds": summary["train_seconds_total"]}
+    tt, tv = losses["train-train"], losses["train-val"]
+    result["paired_difference"] = {k: summarize(tt[k] - tv[k]) for k in tt}
     return result
 
 
@@ -320,7 +334,8 @@ def run_trainval(args, out):
     result["seconds"] = time.perf_counter() - t0
     write_json(out / "trainval.json", result)
     draw_trainval(out / "trainval.png", result["variants"], cfg)
-    for variant, r in result["variants"].items():
+    for variant in VARIANTS + ("paired_difference",):
+        r = result["variants"][variant]
         m, ci = r["K10"]["mean"], r["K10"]["ci95"]
         print(f"{variant}: K=10 MSE after 0/1/10 steps {m[0]:.3f} ± {ci[0]:.3f}, {m[1]:.3f} ± {ci[1]:.3f}, "
               f"{m[-1]:.3f} ± {ci[-1]:.3f}")

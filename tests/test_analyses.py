@@ -185,3 +185,6 @@ def test_train_train_batches_have_query_equal_to_support(tmp_path, monkeypatch):
         for shots in ("K10", "K5"):
             mse = result[variant][shots]["mean"]
             assert len(mse) == 3 and np.all(np.isfinite(mse))
+    for shots in ("K10", "K5"):                           # paired on the same held-out tasks
+        want = np.subtract(result["train-train"][shots]["mean"], result["train-val"][shots]["mean"])
+        np.testing.assert_allclose(result["paired_difference"][shots]["mean"], want, atol=1e-9)
