@@ -46,12 +46,12 @@ import numpy as np
 
 from autograd import Tensor, backend, grad, hvp, no_grad
 from autograd import functional as F
-from tinymeta.algorithms import ANIL
+from tinymeta.algorithms import ANIL, MAML
 from tinymeta.models import MLP
 from tinymeta.parameters import broadcast_to_tasks, detached
 from tinymeta.tasks import SinusoidTasks
-from tinymeta.training import (ArgumentParser, Training, mean_ci, meta_test, run_main, save_figure, summarize,
-                               write_json)
+from tinymeta.training import (ArgumentParser, Training, UsageError, mean_ci, meta_test, run_main, save_figure,
+                               summarize, write_json)
 from tinymeta.training.config import positive_int
 
 CHECKPOINT = Path(__file__).with_name("checkpoints") / "omniglot_5w1s_maml.npz"
@@ -154,6 +154,9 @@ def linear_cka(X, Y):
 def frozen_learner(learner, blocks):
     """The learner's MAML with the first ``blocks`` conv blocks (conv and batch-norm) frozen in
     the inner loop: an ANIL whose adapted names are everything else (blocks = 4: the head)."""
+    if type(learner) is not MAML or learner.lslr:
+        raise ValueError(f"frozen_learner: needs a plain MAML learner (one inner step size), got "
+                         f"{type(learner).__name__}" + (" with per-step learned step sizes" if learner.lslr else ""))
     frozen = tuple(f"{layer}{i}." for i in range(blocks) for layer in ("conv", "bn"))
     adapted = [k for k in learner.params if not k.startswith(frozen)]
     return ANIL(learner.model, learner.params, learner.loss_fn, head=adapted, inner_lr=learner.inner_lr,
@@ -229,6 +232,9 @@ def draw_reuse(path, result):
 def run_reuse(args, out):
     from experiments import omniglot
     cfg, meta, learner = omniglot.restore(Path(args.checkpoint))
+    if cfg["algo"] not in ("maml", "fomaml") or cfg.get("per_step_lr"):
+        raise UsageError(f"reuse: checkpoint {args.checkpoint} is a {cfg['algo']} run; the analysis "
+                         "freezes the inner loop of a MAML or FOMAML one (without --per-step-lr)")
     if args.query is not None:
         cfg = omniglot.CONFIG.check({**cfg, "test_query": args.query})
     cka_cfg = omniglot.CONFIG.check({**cfg, "test_query": args.cka_query})

@@ -115,6 +115,13 @@ def test_freezing_every_block_is_anil_and_freezing_none_is_maml():
     assert np.abs(some - maml.evaluate(batch, 3)["loss"][-1]).max() > 1e-6    # freezing changes the outcome
 
 
+def test_freezing_refuses_a_learner_that_is_not_plain_maml():
+    maml, _ = conv_learner()
+    anil = ANIL(maml.model, maml.params, F.cross_entropy, inner_lr=0.3, inner_steps=2)
+    with pytest.raises(ValueError, match="frozen_learner: needs a plain MAML learner .* got ANIL"):
+        analyses.frozen_learner(anil, 2)
+
+
 def test_frozen_blocks_stay_put_and_the_others_move():
     maml, batch = conv_learner()
     fast = analyses.frozen_learner(maml, 2).adapt(batch, 2)
