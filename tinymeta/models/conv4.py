@@ -99,7 +99,16 @@ class Conv4:
             one = {k: reshape(v, (1,) + v.shape) for k, v in params.items()}
             return reshape(self.body(one, reshape(x, (1,) + x.shape), mode, step),
                            (x.shape[0], self.features))
+        for h in self.blocks(params, x, mode, step):
+            pass
         T, N = x.shape[:2]
+        if self.max_pool:                                       # flatten each image: (T, N, C·h·w)
+            return reshape(transpose(h, (0, 2, 1, 3, 4)), (T, N, self.features))
+        return transpose(mean(h, axis=(-2, -1)), (0, 2, 1))    # average over the final 2×2 map
+
+    def blocks(self, params, x, mode="train", step=0):
+        """Yield each block's output, channel-major (T, C, N, h, w), for images (T, N, C, H, W)
+        and task-stacked params (the representations that analyses of adaptation compare)."""
         h = transpose(x, (0, 2, 1, 3, 4))                       # (T, C, N, H, W)
         stride, pad = ((1, 1), (1, 1)) if self.max_pool else ((2, 2), (1, 1))
         for i in range(4):
@@ -117,9 +126,7 @@ class Conv4:
                                         tasks=True, channel_axis=1))
             if self.max_pool:
                 h = F.max_pool2d(h, 2)                          # per (task, channel, image) plane
-        if self.max_pool:                                       # flatten each image: (T, N, C·h·w)
-            return reshape(transpose(h, (0, 2, 1, 3, 4)), (T, N, self.features))
-        return transpose(mean(h, axis=(-2, -1)), (0, 2, 1))    # average over the final 2×2 map
+            yield h
 
     def _running(self, key):
         """One layer's running statistics on the active backend: moved there first when the
