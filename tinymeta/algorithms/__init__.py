@@ -14,3 +14,4 @@ from .siamese import Siamese, SiameseModel
 from .imaml import IMAML
 from .mann import MANN, MemoryNetwork
 from .lstm_meta import LSTMMetaLearner
+from .maml_rl import MAMLRL

@@ -93,6 +93,14 @@ class MetaLearner:
         """One meta-iteration. Raises NonFiniteError, leaving every parameter as it was,
         when the loss or a gradient is not finite."""
         loss, grads = self.meta_gradients(batch)
+        metrics = self.check_finite(loss, grads)
+        self.optimizer.step(grads)
+        return metrics
+
+    def check_finite(self, loss, grads):
+        """{"loss": float, **last_metrics as floats}, read from the device in one transfer,
+        after checking that the loss and every meta-gradient exist and are finite
+        (RuntimeError, NonFiniteError otherwise)."""
         missing = [k for k, g in grads.items() if g is None]
         if missing:
             raise RuntimeError(f"{type(self).__name__}: parameters {missing} received no meta-gradient")
@@ -102,7 +110,6 @@ class MetaLearner:
         if not math.isfinite(metrics["loss"]) or bad:
             what = f"meta-loss {metrics['loss']}" if not math.isfinite(metrics["loss"]) else f"meta-gradient of {bad}"
             raise NonFiniteError(f"{type(self).__name__}: {what} is not finite")
-        self.optimizer.step(grads)
         return metrics
 
     def adapt(self, batch, steps, inner_lr=None):

@@ -157,10 +157,11 @@ class SetIteration(Hook):
 
 class Validation(Hook):
     """Every ``every`` iterations (0: only at the end) and at the last one, ``measure(learner)``
-    returns (mean, ci95) of a validation metric; it is logged and printed."""
+    returns (mean, ci95) of a validation metric; it is logged and printed (as a percentage
+    of a fraction such as accuracy, or as it is with ``percent=False``, e.g. a return)."""
 
-    def __init__(self, measure, every, label="validation"):
-        self.measure, self.every, self.label = measure, int(every), label
+    def __init__(self, measure, every, label="validation", percent=True):
+        self.measure, self.every, self.label, self.percent = measure, int(every), label, percent
 
     def after_step(self, training, iteration, metrics):
         if not (iteration == training.iterations or (self.every and iteration % self.every == 0)):
@@ -171,8 +172,8 @@ class Validation(Hook):
         log.val_iteration.append(iteration)
         log.val_mean.append(m)
         log.val_ci.append(ci)
-        training.say(f"  {self.label} at {iteration}: {100 * m:.2f} ± {100 * ci:.2f}% "
-                     f"({time.perf_counter() - t0:.1f} s)")
+        shown = f"{100 * m:.2f} ± {100 * ci:.2f}%" if self.percent else f"{m:.2f} ± {ci:.2f}"
+        training.say(f"  {self.label} at {iteration}: {shown} ({time.perf_counter() - t0:.1f} s)")
 
 
 class Training:
