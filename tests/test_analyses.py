@@ -24,6 +24,7 @@ from experiments import analyses, configs, sinusoid
 from tinymeta.algorithms import ANIL, MAML
 from tinymeta.models import Conv4
 from tinymeta.tasks import EpisodeSampler
+from helpers import host
 
 SLOPE_RANGE = (1.8, 2.2)
 
@@ -140,9 +141,9 @@ def test_representations_are_the_models_own_features_and_logits():
     reps = analyses.representations(maml, fast, xq)
     assert len(reps) == 5
     T, N = xq.shape[:2]
-    pooled = reps[3].reshape(T, N, 4, -1).mean(axis=-1)                       # (T, N, C·h·w) → (T, N, C)
-    np.testing.assert_allclose(pooled, maml.model.body(fast, xq, mode="test").data, atol=1e-12)
-    np.testing.assert_allclose(reps[4], maml.forward(fast, xq, "test").data, atol=1e-12)
+    pooled = host(reps[3]).reshape(T, N, 4, -1).mean(axis=-1)                       # (T, N, C·h·w) → (T, N, C)
+    np.testing.assert_allclose(pooled, host(maml.model.body(fast, xq, mode="test")), atol=1e-12)
+    np.testing.assert_allclose(host(reps[4]), host(maml.forward(fast, xq, "test")), atol=1e-12)
     cka = analyses.cka_before_after(maml, batch, 2)
     assert cka.shape == (5, T) and np.all((cka > 0) & (cka <= 1 + 1e-12))
 

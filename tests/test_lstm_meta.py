@@ -12,6 +12,7 @@ from tinymeta.algorithms import MAML, LSTMMetaLearner
 from tinymeta.algorithms.lstm_meta import lstm_update, preprocess
 from tinymeta.models import MLP
 from tinymeta.tasks import EpisodeSampler
+from helpers import host
 
 
 def sig(z):
@@ -35,9 +36,9 @@ def test_one_update_follows_the_equation_on_a_linear_learner():
     batch = tiny_task()
     model = MLP([3, 2])                                          # logits = x Wᵀ + b
     learner = LSTMMetaLearner(model, model.init(np.random.default_rng(1)), F.cross_entropy, rng=2)
-    gates = {k: v.data for k, v in learner.gates().items()}
-    W, b = learner.params["w0"].data, learner.params["b0"].data
-    x, y = batch.support_x[0], batch.support_y[0]
+    gates = {k: host(v) for k, v in learner.gates().items()}
+    W, b = host(learner.params["w0"]), host(learner.params["b0"])
+    x, y = host(batch.support_x[0]), host(batch.support_y[0])
     logits = x @ W.T + b
     p = np.exp(logits - logits.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
@@ -50,7 +51,7 @@ def test_one_update_follows_the_equation_on_a_linear_learner():
     f = sig(features @ gates["w_f"][:5] + gates["b_f"])         # the 6th input, f_0, is 0
     expected = f * theta - i * g                                 # c_1 = f ⊙ c_0 + i ⊙ (−∇)
     adapted = learner.adapt(batch, steps=1)
-    got = np.concatenate([adapted["w0"].data[0].ravel(), adapted["b0"].data[0]])
+    got = np.concatenate([host(adapted["w0"])[0].ravel(), host(adapted["b0"])[0]])
     np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-14)
 
 
@@ -66,7 +67,7 @@ def test_forget_one_and_input_alpha_is_a_gradient_step():
     lstm = LSTMMetaLearner(model, params, F.cross_entropy, meta=meta).adapt(batch, steps=2)
     sgd = MAML(model, params, F.cross_entropy, inner_lr=alpha).adapt(batch, steps=2)
     for k in params:
-        np.testing.assert_allclose(lstm[k].data, sgd[k].data, rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(host(lstm[k]), host(sgd[k]), rtol=1e-10, atol=1e-14)
 
 
 @pytest.mark.parametrize("check", [gradcheck, gradgradcheck])

@@ -8,6 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from autograd import Tensor, gradcheck, gradgradcheck
 from autograd.functional import memory
+from helpers import host
 
 
 def test_content_weights_by_hand():
@@ -16,7 +17,7 @@ def test_content_weights_by_hand():
     cos = np.array([1.0, 0.0, 1.0 / np.sqrt(2.0)])                    # cos(k, M(i)) by hand
     expected = np.exp(cos) / np.exp(cos).sum()
     w = memory.content_weights(Tensor(k), Tensor(M))
-    np.testing.assert_allclose(w.data[0, 0], expected, rtol=1e-7)
+    np.testing.assert_allclose(host(w)[0, 0], expected, rtol=1e-7)
 
 
 @settings(max_examples=25, deadline=None)
@@ -24,16 +25,16 @@ def test_content_weights_by_hand():
 def test_reads_sum_to_one_and_read_is_the_weighted_sum(batch, heads, slots, seed):
     rng = np.random.default_rng(seed)
     M, k = rng.standard_normal((batch, slots, 3)), rng.standard_normal((batch, heads, 3))
-    w = memory.content_weights(Tensor(k), Tensor(M)).data
+    w = host(memory.content_weights(Tensor(k), Tensor(M)))
     np.testing.assert_allclose(w.sum(axis=-1), 1.0, rtol=1e-12)
     assert (w > 0).all()
-    r = memory.read(Tensor(w), Tensor(M)).data
+    r = host(memory.read(Tensor(w), Tensor(M)))
     np.testing.assert_allclose(r[0, 0], sum(w[0, 0, i] * M[0, i] for i in range(slots)), rtol=1e-12)
 
 
 def test_least_used_picks_the_least_used_slots_in_order():
     usage = np.array([[0.5, 0.1, 0.9, 0.05], [0.0, 0.0, 1.0, 1.0]])
-    lu = memory.least_used(usage, heads=2).data
+    lu = host(memory.least_used(usage, heads=2))
     np.testing.assert_array_equal(lu[0], [[0, 0, 0, 1], [0, 1, 0, 0]])     # 0.05 first, then 0.1
     np.testing.assert_array_equal(lu[1], [[1, 0, 0, 0], [0, 1, 0, 0]])     # a tie: the lower slot
 
@@ -46,11 +47,11 @@ def test_lrua_write_by_hand():
     alpha = np.array([[np.log(3.0)]])                                 # σ(α) = 3/4
     new, w_w = memory.lrua_write(Tensor(M), Tensor(k), Tensor(w_r), Tensor(w_lu), Tensor(alpha))
     expected_w = 0.75 * w_r + 0.25 * w_lu                             # [0.15, 0.475, 0.375]
-    np.testing.assert_allclose(w_w.data, expected_w, rtol=1e-12)
+    np.testing.assert_allclose(host(w_w), expected_w, rtol=1e-12)
     expected_M = np.array([[1 + 0.15 * 10, 2 + 0.15 * 20],
                            [0 + 0.475 * 10, 0 + 0.475 * 20],          # cleared, then written
                            [5 + 0.375 * 10, 6 + 0.375 * 20]])
-    np.testing.assert_allclose(new.data[0], expected_M, rtol=1e-12)
+    np.testing.assert_allclose(host(new)[0], expected_M, rtol=1e-12)
 
 
 def test_a_write_through_the_least_used_gate_lands_in_the_least_used_slot():
@@ -60,8 +61,8 @@ def test_a_write_through_the_least_used_gate_lands_in_the_least_used_slot():
     far = Tensor(np.array([[-50.0]]))                                 # σ(α) ≈ 0: all on w^lu
     new, w_w = memory.lrua_write(Tensor(M), Tensor(np.array([[[7.0, -7.0]]])),
                                  Tensor(np.full((1, 1, 4), 0.25)), lu, far)
-    np.testing.assert_allclose(new.data[0, 2], [7.0, -7.0], atol=1e-12)  # slot 2: cleared, key written
-    np.testing.assert_allclose(np.delete(new.data[0], 2, axis=0), 1.0, atol=1e-12)   # others untouched
+    np.testing.assert_allclose(host(new)[0, 2], [7.0, -7.0], atol=1e-12)  # slot 2: cleared, key written
+    np.testing.assert_allclose(np.delete(host(new)[0], 2, axis=0), 1.0, atol=1e-12)   # others untouched
 
 
 def test_usage_update_by_hand():
@@ -69,13 +70,13 @@ def test_usage_update_by_hand():
     w_r = np.array([[[0.5, 0.5, 0.0], [0.0, 1.0, 0.0]]])
     w_w = np.array([[[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]])
     new = memory.usage_update(Tensor(u), Tensor(w_r), Tensor(w_w), 0.95)
-    np.testing.assert_allclose(new.data, [[0.95 + 0.5 + 1.0, 0.5 + 1.0, 1.9 + 1.0]], rtol=1e-12)
+    np.testing.assert_allclose(host(new), [[0.95 + 0.5 + 1.0, 0.5 + 1.0, 1.9 + 1.0]], rtol=1e-12)
 
 
 def _inputs(seed, batch=2, heads=2, slots=3, width=2):
     rng = np.random.default_rng(seed)
     w_r = rng.dirichlet(np.ones(slots), size=(batch, heads))
-    lu = memory.least_used(rng.random((batch, slots)), heads).data
+    lu = host(memory.least_used(rng.random((batch, slots)), heads))
     return (rng.standard_normal((batch, slots, width)), rng.standard_normal((batch, heads, width)),
             w_r, lu, rng.standard_normal((batch, heads)), rng.random((batch, slots)))
 

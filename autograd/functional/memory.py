@@ -45,7 +45,7 @@ def read(weights, memory):
 def least_used(usage, heads):
     """w^lu: one-hot rows (..., heads, N) on the ``heads`` least-used slots of usage (..., N), the
     least used first (ties: the lower slot). A constant of the graph (zero derivative)."""
-    u = usage.data if isinstance(usage, Tensor) else usage
+    u = backend.from_numpy(usage.data if isinstance(usage, Tensor) else usage)   # a host usage too
     if not 1 <= heads <= u.shape[-1]:
         raise ValueError(f"least_used: {heads} heads need as many distinct slots, usage has {u.shape[-1]}")
     xp = backend.xp
