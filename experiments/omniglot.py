@@ -101,7 +101,6 @@ import numpy as np
 from autograd import Tensor, backend, no_grad
 from autograd import functional as F
 from autograd.allocator import reuse_large_allocations
-from tinymeta import checkpoint
 from tinymeta.algorithms import (ANIL, IMAML, MAML, LSTMMetaLearner, FullContextEmbedding, MatchingNet, MetaSGD, ProtoNet,
                                  RelationModel, RelationNet, Reptile, Siamese, SiameseModel)
 from tinymeta.data import load_splits
@@ -114,7 +113,7 @@ from tinymeta.tasks.episodic import Episode, EpisodeSampler
 from tinymeta.tasks.pairs import PairSampler
 from tinymeta.training import (ArgumentParser, CHECKPOINT, CosineDecay, LinearDecay, SetIteration, StepDecay,
                                RunFolder, Training, UsageError, Validation,
-                               mean_ci, meta_test, read_checkpoint, run_main, save_figure, summarize,
+                               mean_ci, meta_test, read_checkpoint, restore_learner, run_main, save_figure, summarize,
                                write_json, CONVENTION)
 from tinymeta.training.config import (Config, ConfigError, Option, boolean, choice, non_negative_int,
                                       positive_float, positive_int)
@@ -561,20 +560,8 @@ def train(args):
 
 
 def restore(path):
-    """(cfg, meta, learner) of a checkpoint; refuses non-finite parameters."""
-    arrays, meta = read_checkpoint(path)
-    cfg = CONFIG.complete(meta["config"])
-    learner = build(cfg)
-    try:
-        learner.load_state_dict(checkpoint.unpack({k: v for k, v in arrays.items()
-                                                   if not k.startswith("log/")}, meta["learner"]))
-    except (ValueError, KeyError) as e:
-        raise UsageError(f"checkpoint {path}: does not fit its own configuration ({e})") from None
-    bad = [k for k, p in learner.meta_parameters().items()
-           if not np.isfinite(backend.to_numpy(p.data)).all()]
-    if bad:
-        raise UsageError(f"checkpoint {path}: parameters {bad} are not finite; it cannot be evaluated")
-    return cfg, meta, learner
+    """(cfg, meta, learner) of a checkpoint (``tinymeta.training.restore_learner``)."""
+    return restore_learner(path, CONFIG, build)
 
 
 def evaluate(args):

@@ -14,7 +14,7 @@ from ..files import RunFolder, RunFolderError, atomic_write, save_figure, write_
 from .stats import mean_ci, summarize, CONVENTION
 from .progress import Progress
 from .loop import (Training, TrainingError, Diverged, Interrupted, Hook, LinearDecay, StepDecay, CosineDecay, SetIteration, Validation,
-                   Log, CHECKPOINT, read as read_checkpoint)
+                   Log, CHECKPOINT, read as read_checkpoint, restore_learner)
 from .evaluation import meta_test, report
 from .config import Config, ConfigError, Option
 from .cli import ArgumentParser, UsageError, run_main

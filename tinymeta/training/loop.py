@@ -331,3 +331,23 @@ def read(path):
         raise checkpoint.CheckpointError(f"checkpoint {path}: its 'config' or 'learner' record is "
                                          "not a JSON object; the file is damaged")
     return arrays, meta
+
+
+def restore_learner(path, config, build):
+    """(cfg, meta, learner) of a run checkpoint, for evaluation: the configuration completed
+    by ``config`` (a ``Config``), the learner made by ``build(cfg)`` and loaded with the saved
+    state. Refuses, in one sentence, a checkpoint that does not fit its own configuration or
+    holds non-finite parameters (an evaluation of NaN weights would print a meaningless number)."""
+    arrays, meta = read(path)
+    cfg = config.complete(meta["config"])
+    learner = build(cfg)
+    try:
+        learner.load_state_dict(checkpoint.unpack({k: v for k, v in arrays.items()
+                                                   if not k.startswith("log/")}, meta["learner"]))
+    except (ValueError, KeyError) as e:
+        raise TrainingError(f"checkpoint {path}: does not fit its own configuration ({e})") from None
+    bad = [k for k, p in learner.meta_parameters().items()
+           if not np.isfinite(backend.to_numpy(p.data)).all()]
+    if bad:
+        raise TrainingError(f"checkpoint {path}: parameters {bad} are not finite; it cannot be evaluated")
+    return cfg, meta, learner
