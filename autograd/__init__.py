@@ -18,3 +18,5 @@ from .ops import (add, sub, mul, div, neg, pow, exp, log, sqrt, tanh, sigmoid, r
 from .derivatives import hvp, jvp, vjp
 from .gradcheck import gradcheck, gradgradcheck, GradcheckError
 from . import functional
+from .hvpcheck import check_hvp, HVPCheckError, HVPReport
+from .drawing import draw

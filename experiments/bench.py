@@ -17,9 +17,11 @@ Cases (``--cases`` takes names, group names or shell patterns such as ``'omniglo
   ``sinusoid_fomaml``, ``sinusoid_reptile`` (5 SGD steps of 0.02 on support+query).
 * ``omniglot``: ``configs/omniglot_5w1s_maml.json`` (Conv4, 64 filters, 28×28, 5-way 1-shot,
   15 queries per class, meta-batch 32, α = 0.4, 1 step) on synthetic random images from an
-  ``EpisodeSampler`` over a random [100, 20, 28, 28] array: MAML, FOMAML, and Reptile with
-  the inner loop of ``configs/omniglot_5w1s_reptile.json`` (5 Adam steps on support+query)
-  at the same meta-batch; float32 and float64: ``omniglot_{maml,fomaml,reptile}_{f32,f64}``.
+  ``episode_sampler`` over a random [100, 20, 28, 28] array (with ``--backend cupy`` the
+  images are on the GPU, as in training, so the step excludes their upload): MAML, FOMAML,
+  and Reptile with the inner loop of ``configs/omniglot_5w1s_reptile.json`` (5 Adam steps on
+  support+query) at the same meta-batch; float32 and float64:
+  ``omniglot_{maml,fomaml,reptile}_{f32,f64}``.
 * ``miniimagenet``: ``configs/miniimagenet_5w1s_maml.json`` (Conv4 3×84×84, 32 filters,
   max-pool, 5-way 1-shot, 15 queries, 5 inner steps α = 0.01, meta-batch 4, second-order
   MAML, float32): ``miniimagenet_maml_f32``.
@@ -50,7 +52,7 @@ many.
 
 The BLAS runs one thread unless the user set a count (``experiments.one_blas_thread``, run
 when the package is imported), as in the experiments: on the 2-core machine a threaded BLAS
-fights Numba's threads (see ``autograd.kernels._set_numba_threads``). The matmul peak is
+fights Numba's threads (see ``autograd.settings``). The matmul peak is
 then a one-thread peak too; the JSON records the settings.
 """
 import argparse
@@ -72,14 +74,14 @@ from autograd.allocator import reuse_large_allocations
 import numpy as np
 
 import autograd
-from autograd import backend, kernels
+from autograd import backend, kernels, settings
 from autograd import functional as F
 from autograd.ops import linalg
 
 from tinymeta.files import write_text
 from tinymeta.models import Conv4
 
-from tinymeta.tasks import EpisodeSampler
+from tinymeta.tasks import episode_sampler
 
 from . import configs, omniglot, sinusoid
 
@@ -241,34 +243,19 @@ def measure_interleaved(steps, warmup, rounds):
     return out, paired
 
 
-@contextmanager
 def using_kernels(name):
-    before = kernels.kernels_name()
-    got = kernels.set_kernels(name)
-    try:
-        yield got
-    finally:
-        kernels.set_kernels(before)
+    return settings.using(kernels=name)
 
 
 def numba_threads():
-    try:
-        import numba
-        return numba.get_num_threads()
-    except Exception:
-        return None
+    return settings.current()["numba_threads"]
 
 
 @contextmanager
 def using_numba_threads(n):
-    import numba
-    before = numba.get_num_threads()
-    n = max(1, min(n, numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(n)
-    try:
+    n = max(1, min(n, kernels.numba_pool_size()))
+    with settings.using(numba_threads=n):
         yield n
-    finally:
-        numba.set_num_threads(before)
 
 
 # ------------------------------------------------------------------------- workloads
@@ -292,8 +279,8 @@ def conv_learner(cfg, data, dtype, batched=True, tasks=None, seed=0):
                                                 dtype=np.float32)
     params = model.init(np.random.default_rng(seed + 1), dtype=dtype)
     learner = omniglot.LEARNERS[cfg["algo"]](model, params, cfg, batched=batched)
-    sampler = EpisodeSampler(images, ways=cfg["ways"], shots=cfg["shots"], queries=cfg["query"],
-                             rng=seed + 2, dtype=dtype)
+    sampler = episode_sampler(images, ways=cfg["ways"], shots=cfg["shots"], queries=cfg["query"],
+                              rng=seed + 2, dtype=dtype)                 # on CuPy: images on the GPU
     return learner, [sampler.sample_batch(cfg["meta_batch"] if tasks is None else tasks) for _ in range(3)]
 
 
@@ -431,7 +418,8 @@ class Bench:
             self.cases["hvp_omniglot.hvp"] = dict(h, dtype="float32", meta_batch=None, batched=None,
                                                   config=f"hvp of Conv4 CE, {self.S['hvp_batch']} images")
         elif name == "kernels_numpy_vs_numba":
-            with using_kernels("numba") as got:
+            with using_kernels("numba"):
+                got = kernels.kernels_name()
                 fast = self.conv("omniglot", "maml", np.float32)
             with using_kernels("numpy"):
                 slow = self.conv("omniglot", "maml", np.float32)

@@ -57,14 +57,13 @@ from pathlib import Path
 
 import numpy as np
 
-from autograd import backend
 from autograd.allocator import reuse_large_allocations
 from experiments import configs
-from tinymeta import checkpoint
 from tinymeta.algorithms import MAMLRL
 from tinymeta.rl import GaussianMLPPolicy, GoalSampler, PointNavigation, TRPO
-from tinymeta.training import (ArgumentParser, CHECKPOINT, CONVENTION, RunFolder, Training, UsageError, Validation, mean_ci,
-                               meta_test, read_checkpoint, run_main, save_figure, summarize, write_json)
+from tinymeta.training import (ArgumentParser, CHECKPOINT, CONVENTION, RunFolder, Training, Validation, mean_ci,
+                               meta_test, read_checkpoint, restore_learner, run_main, save_figure, summarize,
+                               write_json)
 from tinymeta.training.config import (Config, ConfigError, Option, boolean, choice, non_negative_int,
                                       positive_float, positive_int)
 
@@ -296,20 +295,8 @@ def train(args):
 
 
 def restore(path):
-    """(cfg, meta, learner) of a checkpoint; refuses non-finite parameters."""
-    arrays, meta = read_checkpoint(path)
-    cfg = CONFIG.complete(meta["config"])
-    learner = build(cfg)
-    try:
-        learner.load_state_dict(checkpoint.unpack({k: v for k, v in arrays.items()
-                                                   if not k.startswith("log/")}, meta["learner"]))
-    except (ValueError, KeyError) as e:
-        raise UsageError(f"checkpoint {path}: does not fit its own configuration ({e})") from None
-    bad = [k for k, p in learner.meta_parameters().items()
-           if not np.isfinite(backend.to_numpy(p.data)).all()]
-    if bad:
-        raise UsageError(f"checkpoint {path}: parameters {bad} are not finite; it cannot be evaluated")
-    return cfg, meta, learner
+    """(cfg, meta, learner) of a checkpoint (``tinymeta.training.restore_learner``)."""
+    return restore_learner(path, CONFIG, build)
 
 
 def test_returns(learner, goals, seed, steps, inner_lr=None, later_inner_lr=None):

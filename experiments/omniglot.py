@@ -1,6 +1,8 @@
 """Few-shot Omniglot classification (Finn et al., 2017, Section 5.2; Nichol et al., 2018)
-with MAML, FOMAML, ANIL, Meta-SGD or Reptile: configurations and figures; the training,
-checkpoints and evaluation are the run layer's (``tinymeta.training``).
+with MAML, FOMAML, ANIL, Meta-SGD or Reptile, and the metric-based Prototypical, Matching
+(with or without full context embeddings) and Relation Networks and the Siamese network:
+configurations and figures; the training, checkpoints and evaluation are the run layer's
+(``tinymeta.training``).
 
 Training (the default subcommand, ``train`` may be written or left out)::
 
@@ -25,6 +27,8 @@ training (of which 100 characters, chosen with a fixed seed, are held out for va
 the rest rotated ×4) and evaluation alphabets for testing. Model: ``Conv4(ways,
 in_channels=1, filters=64, image_size=28)`` with transductive batch norm
 (``--non-transductive`` keeps running statistics for meta-test instead). Loss: cross-entropy.
+The metric learners use the headless max-pool Conv4 (64 features) with running statistics at
+meta-test, the Relation Network its own Conv4-family modules (``tinymeta.algorithms.relation``).
 
 Defaults (from the papers; a recipe file or the command line wins)
 ------------------------------------------------------------------
@@ -35,11 +39,35 @@ MAML family (``maml``, ``fomaml``, ``anil``, ``metasgd``; Finn et al. 2017, Appe
 * 15 query examples per class, Adam with ``--meta-lr`` 1e-3, 60 000 iterations.
   Meta-SGD starts its learned per-parameter step sizes at α.
 
+iMAML (``imaml``; Rajeswaran et al. 2019): the 5-way settings above with 16 proximal
+descent steps of α = 0.1 (``--inner-lr``, our choice, not tuned) toward λ = 2 (``--lam``),
+the meta-gradient by 5 conjugate-gradient steps (``--cg-steps``), 16 steps at test.
+
+MAML++ (Antoniou et al. 2019) as options of ``maml``/``fomaml``, each off by default:
+``--multi-step-loss N``, ``--per-step-lr true``, ``--per-step-bn true``,
+``--first-order-iterations N``, ``--cosine-meta-lr true`` (see ``tinymeta.algorithms.maml``).
+
 Reptile (Nichol et al. 2018, Table 3, simplified): per task, 5 steps of Adam (lr 1e-3,
 β₁ = 0, the moments reset for every task) on the task's support *and* query examples
 together, then θ ← θ + ε·mean(Wᵢ − θ) with ε (``--outer-lr``) 1.0 annealed linearly to 0
 over ``--iterations``; meta-batch 5, 100 000 iterations. At test it adapts with 50 steps of
 the same inner Adam on the support set.
+
+Metric learners (no inner loop; one model serves any ``--ways``/``--shots`` at evaluation;
+Adam ``--meta-lr`` 1e-3, one episode per iteration; test episodes with 15 queries per class):
+
+* ``protonet`` (Snell et al. 2017): 60-way training episodes with 5 queries per class, the
+  learning rate halved every 2000 episodes, 20 000 iterations, tested 5-way.
+* ``matchingnet``, ``matchingnet_fce`` (Vinyals et al. 2016): trained at the test ways (5 by
+  default, ``--ways 20``) with 15 queries per class, 60 000 iterations (ours: the paper gives
+  no count); with FCE the attention LSTM reads the support set ``--fce-steps`` (5, ours) times.
+* ``relationnet`` (Sung et al. 2018): query images per class by setting as in the paper
+  (5-way 1-shot 19, 5-shot 15; 20-way 1-shot 10, 5-shot 5), the learning rate halved every
+  100 000 episodes, 1 000 000 episodes; batch norm always with the episode's statistics.
+* ``siamese`` (Koch et al. 2015): minibatches of ``--meta-batch`` 128 same/different pairs
+  (half each) from the training classes, 50 000 iterations (ours: the paper stops early on a
+  validation set); ``--ways``/``--shots``/``--query`` (default 20-way 1-shot) set only the
+  validation and test episodes, where a query takes the class of its most similar support image.
 
 One iteration = one meta-batch. Every ``--val-every`` iterations (and at the end) the model
 is adapted on ``--val-tasks`` validation tasks, always the same ones (a fixed seed), and its
@@ -58,10 +86,10 @@ checkpoint. ``evaluate --lake``: Lake et al.'s 20 runs of 20-way one-shot classi
 within an alphabet (``all_runs.zip``). A 20-way checkpoint adapts to each run's 20 training
 images; a checkpoint with another number of ways classifies each test image as the training
 image whose body features are nearest in cosine similarity (1-nearest neighbour, no
-adaptation). The runs come from the evaluation alphabets, so only a ``--split lake`` model
-has never seen their characters (a warning says so for a MAML-split model).
+adaptation); a metric learner takes each run's 20 training images as its support set. The
+runs come from the evaluation alphabets, so only a ``--split lake`` model has never seen
+their characters (a warning says so for a MAML-split model).
 """
-import hashlib
 import os
 import signal
 import sys
@@ -73,20 +101,25 @@ import numpy as np
 from autograd import Tensor, backend, no_grad
 from autograd import functional as F
 from autograd.allocator import reuse_large_allocations
-from tinymeta import checkpoint
-from tinymeta.algorithms import ANIL, MAML, MetaSGD, ProtoNet, Reptile
-from tinymeta.data.omniglot import augment_rotations, lake_split, load_lake_runs, load_omniglot, maml_split
+from tinymeta.algorithms import (ANIL, IMAML, MAML, LSTMMetaLearner, FullContextEmbedding, MatchingNet, MetaSGD, ProtoNet,
+                                 RelationModel, RelationNet, Reptile, Siamese, SiameseModel)
+from tinymeta.data import load_splits
+from tinymeta.data.omniglot import load_lake_runs
+from tinymeta.data.splits import DATASETS, dataset_defaults
 from tinymeta.models import Conv4
 from tinymeta.optim import Adam
+from tinymeta.tasks import episode_sampler
 from tinymeta.tasks.episodic import Episode, EpisodeSampler
-from tinymeta.training import (ArgumentParser, CHECKPOINT, LinearDecay, StepDecay, RunFolder, Training, UsageError, Validation,
-                               mean_ci, meta_test, read_checkpoint, run_main, save_figure, summarize,
+from tinymeta.tasks.pairs import PairSampler
+from tinymeta.training import (ArgumentParser, CHECKPOINT, CosineDecay, LinearDecay, SetIteration, StepDecay,
+                               RunFolder, Training, UsageError, Validation,
+                               mean_ci, meta_test, read_checkpoint, restore_learner, run_main, save_figure, summarize,
                                write_json, CONVENTION)
 from tinymeta.training.config import (Config, ConfigError, Option, boolean, choice, non_negative_int,
                                       positive_float, positive_int)
 
-ALGOS = ("maml", "fomaml", "reptile", "anil", "metasgd", "protonet")
-IMAGE_SIZE = 28
+ALGOS = ("maml", "fomaml", "reptile", "anil", "metasgd", "imaml", "protonet", "matchingnet",
+         "matchingnet_fce", "relationnet", "siamese", "lstm_meta")
 DRAWINGS = 20
 VAL_SEED = 20170309       # the validation tasks: the same ones at every validation
 EVAL_SEED = 1             # default seed of the meta-test tasks
@@ -101,25 +134,44 @@ MAML_DEFAULTS = {        # Finn et al. 2017, Appendix A.1, by ways
     20: {"inner_lr": 0.1, "inner_steps": 5, "eval_steps": 5, "meta_batch": 16},
 }
 COMMON_DEFAULTS = {"ways": 5, "shots": 1, "query": 15, "seed": 0, "split": "maml", "dtype": "float32",
-                   "filters": 64, "transductive": True, "val_tasks": 100, "val_every": 500,
-                   "checkpoint_every": 1000, "image_size": IMAGE_SIZE, "n_val": 100, "split_seed": 0}
+                   "transductive": True, "val_tasks": 100, "val_every": 500, "checkpoint_every": 1000,
+                   "n_val": 100, "split_seed": 0, "fce_steps": None}
+IMAML_DEFAULTS = {       # Rajeswaran et al. 2019, Omniglot: λ = 2, 16 proximal steps, 5 CG steps
+    "lam": 2.0, "cg_steps": 5, "inner_steps": 16, "eval_steps": 16, "inner_lr": 0.1}
+MAMLPP = {"multi_step_loss": 0, "per_step_lr": False, "per_step_bn": False,   # all off by default
+          "first_order_iterations": 0, "cosine_meta_lr": False}
+MAMLPP_MIN_LR = 1e-5     # Antoniou et al.'s code: the cosine schedule's floor
 REPTILE_DEFAULTS = {"inner_lr": 1e-3, "inner_steps": 5, "eval_steps": 50, "meta_batch": 5,
                     "outer_lr": 1.0, "iterations": 100000, "meta_lr": None}
 REPTILE_ADAM_BETAS = (0.0, 0.999)
 PROTONET_DEFAULTS = {   # Snell et al. 2017, Section 3.1: 60-way training episodes, 5 queries per class
-    "ways": 60, "query": 5, "test_ways": 5, "test_query": 15, "meta_batch": 1, "meta_lr": 1e-3,
+    "lr_halve_every": 2000, "ways": 60, "query": 5, "test_ways": 5, "test_query": 15, "meta_batch": 1, "meta_lr": 1e-3,
     "lr_halve_every": 2000, "transductive": False, "inner_lr": None, "inner_steps": None,
     "outer_lr": None, "eval_steps": 0, "iterations": 20000, "val_every": 1000, "val_tasks": 200}
+METRIC_DEFAULTS = {     # what the metric learners share: no inner loop; test episodes with 15 queries per class
+    "test_query": 15, "meta_batch": 1, "meta_lr": 1e-3, "lr_halve_every": 0, "inner_lr": None,
+    "inner_steps": None, "outer_lr": None, "eval_steps": 0, "val_every": 1000, "val_tasks": 200}
+MATCHING_DEFAULTS = {   # Vinyals et al. 2016: one N-way episode per minibatch, trained at the test ways
+    "ways": 5, "query": 15, "transductive": False, "iterations": 60000}
+FCE_STEPS = 5           # the attention LSTM's read steps K (the paper gives none for Omniglot; ours)
+RELATION_DEFAULTS = {   # Sung et al. 2018, Section 4.1: Adam 1e-3 halved every 100 000 episodes, 10⁶ episodes
+    "ways": 5, "transductive": True, "lr_halve_every": 100000, "iterations": 1000000, "val_every": 5000}
+RELATION_QUERY = {(5, 1): 19, (5, 5): 15, (20, 1): 10, (20, 5): 5}   # query images per class in training
+SIAMESE_DEFAULTS = {    # Koch et al. 2015: minibatches of 128 pairs; validated on 20-way one-shot tasks
+    "ways": 20, "query": 15, "meta_batch": 128, "transductive": False, "iterations": 50000}
 
 OPTIONS = {
+    "dataset": Option(choice(*DATASETS), "data set (default omniglot; see docs/data.md)"),
     "algo": Option(choice(*ALGOS), "meta-learner (default maml)"),
     "ways": Option(positive_int, "classes per task (default 5)"),
     "shots": Option(positive_int, "support examples per class (default 1)"),
-    "query": Option(positive_int, "query examples per class (default 15)"),
+    "query": Option(positive_int, "query examples per class in training (default 15; ProtoNets 5, "
+                                 "Relation Net 19/15/10/5 by setting)"),
     "inner_steps": Option(positive_int, "inner steps in training (default 1 for 5-way, 5 for 20-way, Reptile 5)"),
     "inner_lr": Option(positive_float, "inner step size α (default 0.4 for 5-way, 0.1 for 20-way; "
                                        "Reptile: inner Adam lr 1e-3)"),
-    "meta_batch": Option(positive_int, "tasks per iteration (default 32 for 5-way, 16 for 20-way, Reptile 5)"),
+    "meta_batch": Option(positive_int, "tasks per iteration (default 32 for 5-way, 16 for 20-way, Reptile 5, "
+                                      "metric learners 1); Siamese: pairs per iteration (default 128)"),
     "meta_lr": Option(positive_float, "outer Adam learning rate (default 1e-3; not used by Reptile)"),
     "outer_lr": Option(positive_float, "Reptile's outer step size ε at the start, annealed linearly "
                                        "to 0 (default 1.0)"),
@@ -130,17 +182,33 @@ OPTIONS = {
     "transductive": Option(boolean, "batch norm with running statistics at meta-test "
                                     "(default: transductive)", flag="--non-transductive",
                            store_false=True),
-    "image_size": Option(positive_int, "image side in pixels (default 28)", flag="--image-size"),
+    "image_size": Option(positive_int, "image side in pixels (default 28; mini-ImageNet 84)"),
+    "in_channels": Option(positive_int, "image channels (default: the data set's, 1 or 3)"),
+    "max_pool": Option(boolean, "Conv4 blocks with 2x2 max-pool instead of stride 2 (default: "
+                                "the data set's paper setting; ProtoNets always)"),
+    "lam": Option(positive_float, "iMAML's proximal strength λ in (λ/2)‖φ − θ‖² (default 2)"),
+    "cg_steps": Option(positive_int, "iMAML's conjugate-gradient steps for (I + H/λ)⁻¹ (default 5)"),
+    "multi_step_loss": Option(non_negative_int, "MAML++: query losses of every inner step, weights "
+                              "annealed to the last over N iterations (default 0: off)"),
+    "per_step_lr": Option(boolean, "MAML++: learned step size per layer and inner step (default false)"),
+    "per_step_bn": Option(boolean, "MAML++: batch-norm scale, offset and statistics per inner step "
+                          "(default false)"),
+    "first_order_iterations": Option(non_negative_int, "MAML++: first-order for the first N iterations, "
+                                     "then second-order (default 0)"),
+    "cosine_meta_lr": Option(boolean, f"MAML++: --meta-lr annealed along a cosine to {MAMLPP_MIN_LR:g} "
+                             "over --iterations (default false)"),
     "n_val": Option(non_negative_int, "validation characters held out of training (default 100)"),
     "split_seed": Option(non_negative_int, "seed of the class split (default 0)"),
+    "fce_steps": Option(positive_int, f"read steps K of the attention LSTM of --algo matchingnet_fce "
+                                      f"(default {FCE_STEPS})"),
     "lr_halve_every": Option(non_negative_int, "halve the outer learning rate every N iterations, "
-                                               "0 = never (default 0; ProtoNets 2000)"),
+                                               "0 = never (default 0; ProtoNets 2000, Relation Net 100000)"),
     "iterations": Option(positive_int, "meta-iterations (default 60000, Reptile 100000, ProtoNets "
-                                       "20000)", matters=False),
+                                       "20000, Relation Net 1000000, Siamese 50000)", matters=False),
     "test_ways": Option(positive_int, "classes per validation and test task (default: --ways; "
                                       "ProtoNets 5)", matters=False),
     "test_query": Option(positive_int, "query examples per class in validation and test tasks "
-                                       "(default: --query; ProtoNets 15)", matters=False),
+                                       "(default: --query; metric learners 15)", matters=False),
     "eval_steps": Option(non_negative_int, "inner steps at validation and test (default 3 for 5-way, "
                                            "5 for 20-way, Reptile 50)", matters=False),
     "val_every": Option(non_negative_int, "validate every N iterations, 0 = only at the end "
@@ -152,41 +220,72 @@ OPTIONS = {
 
 
 def defaults(chosen):
-    """The papers' defaults for the chosen algorithm and number of ways."""
-    algo, ways = chosen.get("algo", "maml"), chosen.get("ways", 5)
+    """The papers' defaults for the chosen data set, algorithm, ways and shots."""
+    algo, ways, dataset = chosen.get("algo", "maml"), chosen.get("ways", 5), chosen.get("dataset", "omniglot")
     if algo == "protonet":
-        return {**COMMON_DEFAULTS, **PROTONET_DEFAULTS, "algo": algo}
-    if algo == "reptile":
-        cfg = {**COMMON_DEFAULTS, **REPTILE_DEFAULTS, "algo": algo}
+        cfg = {**COMMON_DEFAULTS, **PROTONET_DEFAULTS}
+    elif algo in ("matchingnet", "matchingnet_fce"):
+        cfg = {**COMMON_DEFAULTS, **METRIC_DEFAULTS, **MATCHING_DEFAULTS,
+               "fce_steps": FCE_STEPS if algo == "matchingnet_fce" else None}
+    elif algo == "relationnet":
+        cfg = {**COMMON_DEFAULTS, **METRIC_DEFAULTS, **RELATION_DEFAULTS}
+        key = (20 if ways >= 20 else 5, 1 if chosen.get("shots", 1) == 1 else 5)
+        cfg["query"] = RELATION_QUERY[key]
+    elif algo == "siamese":
+        cfg = {**COMMON_DEFAULTS, **METRIC_DEFAULTS, **SIAMESE_DEFAULTS}
+    elif algo == "reptile":
+        cfg = {**COMMON_DEFAULTS, **REPTILE_DEFAULTS}
     else:
         per_ways = MAML_DEFAULTS[20] if ways >= 20 else MAML_DEFAULTS[5]
-        cfg = {**COMMON_DEFAULTS, **per_ways, "algo": algo, "meta_lr": 1e-3, "outer_lr": None,
-               "iterations": 60000}
-    return {**cfg, "lr_halve_every": 0, "test_ways": chosen.get("ways", cfg["ways"]),
-            "test_query": chosen.get("query", cfg["query"])}
+        cfg = {**COMMON_DEFAULTS, **per_ways, "meta_lr": 1e-3, "outer_lr": None, "iterations": 60000}
+        if algo == "imaml":
+            cfg.update(IMAML_DEFAULTS)
+    paper = dataset_defaults(dataset, ways, chosen.get("shots", 1))
+    if dataset != "omniglot" and algo not in ("reptile", *HEADLESS):
+        cfg.update({k: paper[k] for k in ("inner_lr", "inner_steps", "eval_steps", "meta_batch", "query")})
+    cfg.update({"algo": algo, "dataset": dataset, "image_size": paper["image_size"],
+                "in_channels": paper["model"]["in_channels"], "filters": paper["model"]["filters"],
+                "max_pool": paper["model"]["max_pool"] or algo in HEADLESS})
+    if algo in HEADLESS:
+        cfg["filters"] = 64                                   # Snell et al.'s encoder on every data set
+    cfg.setdefault("lr_halve_every", 0)
+    cfg.setdefault("lam", None)
+    for k, off in MAMLPP.items():
+        cfg.setdefault(k, off)
+    cfg.setdefault("cg_steps", None)
+    cfg.setdefault("test_ways", chosen.get("ways", cfg["ways"]))
+    cfg.setdefault("test_query", chosen.get("query", cfg["query"]))
+    return cfg
 
 
 def check(cfg):
-    if cfg["shots"] + cfg["query"] > DRAWINGS:
-        raise ConfigError(f"--shots + --query = {cfg['shots']} + {cfg['query']} = "
-                          f"{cfg['shots'] + cfg['query']} is more than the {DRAWINGS} drawings of "
-                          "each Omniglot character")
-    if cfg["ways"] < 2:
-        raise ConfigError(f"--ways must be at least 2, got {cfg['ways']}")
-    if cfg["test_ways"] > 423:                      # the smallest split part a run uses: 423 test classes
-        raise ConfigError(f"--test-ways {cfg['test_ways']} is more than the 423 test characters of "
-                          "the MAML split (at most 423; the Lake split has 659)")
+    if cfg["dataset"] == "omniglot":
+        for queries, flag in ((cfg["query"], "--query"), (cfg["test_query"], "--test-query")):
+            if cfg["shots"] + queries > DRAWINGS:
+                raise ConfigError(f"--shots + {flag} = {cfg['shots']} + {queries} = {cfg['shots'] + queries} "
+                                  f"is more than the {DRAWINGS} drawings of each Omniglot character")
+    if cfg["ways"] < 2 or cfg["test_ways"] < 2:
+        raise ConfigError(f"--ways and --test-ways must be at least 2, got {cfg['ways']} and {cfg['test_ways']}")
     if cfg["algo"] not in HEADLESS and cfg["test_ways"] != cfg["ways"]:
         raise ConfigError(f"--test-ways {cfg['test_ways']} differs from --ways {cfg['ways']}, but "
                           f"--algo {cfg['algo']} has a {cfg['ways']}-way head")
-    if cfg["shots"] + cfg["test_query"] > DRAWINGS:
-        raise ConfigError(f"--shots + --test-query = {cfg['shots'] + cfg['test_query']} is more than "
-                          f"the {DRAWINGS} drawings of each Omniglot character")
-    unused = {"reptile": ["meta_lr"], "protonet": ["outer_lr", "inner_lr", "inner_steps"]}.get(
-        cfg["algo"], ["outer_lr"])
+    unused = ["meta_lr"] if cfg["algo"] == "reptile" else ["outer_lr"]
+    if cfg["algo"] in HEADLESS:
+        unused = ["outer_lr", "inner_lr", "inner_steps"]
+    if cfg["algo"] != "matchingnet_fce":
+        unused.append("fce_steps")
+    if cfg["algo"] != "imaml":
+        unused += ["lam", "cg_steps"]
     for k in unused:
         if cfg.get(k) is not None:
             raise ConfigError(f"--{k.replace('_', '-')} does not apply to --algo {cfg['algo']}")
+    for k, off in MAMLPP.items():
+        if cfg.get(k, off) != off and cfg["algo"] not in ("maml", "fomaml"):
+            raise ConfigError(f"--{k.replace('_', '-')} is a MAML++ option of --algo maml or fomaml, "
+                              f"not {cfg['algo']}")
+    if cfg["algo"] == "relationnet" and not cfg["transductive"]:
+        raise ConfigError("--non-transductive does not apply to --algo relationnet: its batch norm "
+                          "uses the statistics of each episode, as the paper's code does")
 
 
 CONFIG = Config(OPTIONS, defaults, checks=[check])
@@ -196,34 +295,49 @@ RECIPES = Path(__file__).with_name("configs")
 
 
 def load_split(cfg, data_dir):
-    """(train classes rotated ×4, validation classes, test classes, fingerprint)."""
-    data = load_omniglot(data_dir, size=cfg["image_size"])
-    if cfg["split"] == "maml":
-        split = maml_split(data, seed=cfg["split_seed"], n_val=cfg["n_val"])
-        train, val, test = split.train, split.val, split.test
-    else:
-        split = lake_split(data)
-        order = np.random.default_rng(cfg["split_seed"]).permutation(len(split.train))
-        n_val = min(cfg["n_val"], len(order))
-        train, val = split.train[np.sort(order[n_val:])], split.train[np.sort(order[:n_val])]
-        test = split.test
-    digest = hashlib.sha256()
-    for part in (train, val, test):
-        digest.update(np.ascontiguousarray(part).tobytes())
-    return augment_rotations(train), val, test, digest.hexdigest()
+    """(training, validation, test classes, data fingerprint) from ``tinymeta.data``."""
+    options = {"split": cfg["split"], "split_seed": cfg["split_seed"], "n_val": cfg["n_val"]}
+    if cfg["dataset"] == "folder":
+        options = {"split_seed": cfg["split_seed"]}
+    elif cfg["dataset"] != "omniglot":
+        options = {}
+    splits = load_splits(cfg["dataset"], data_dir, image_size=cfg["image_size"], **options)
+    return splits.train, splits.val, splits.test, splits.fingerprint
 
 
-def check_classes(ways, **parts):
-    for name, classes in parts.items():
-        if ways > len(classes):
+def check_classes(cfg, training=None, validation=None, test=None):
+    """Every split a run will draw tasks from has enough classes: checked before training."""
+    for name, classes, ways, flag in (("training", training, cfg["ways"], "--ways"),
+                                      ("validation", validation, cfg["test_ways"], "--test-ways"),
+                                      ("test", test, cfg["test_ways"], "--test-ways")):
+        if classes is not None and ways > len(classes):
             hint = " (--val-tasks 0 turns validation off)" if name == "validation" else ""
-            raise UsageError(f"--ways {ways} is more than the {len(classes)} {name} classes{hint}")
+            raise UsageError(f"{flag} {ways} is more than the {len(classes)} {name} classes{hint}")
+
+
+def check_images(cfg, classes):
+    """The model's input (channels, size) matches the data's images."""
+    first = classes[0] if isinstance(classes, list) else classes[0]
+    shape = tuple(first.shape[1:])
+    channels = 1 if len(shape) == 2 else shape[0]
+    if channels != cfg["in_channels"] or shape[-1] != cfg["image_size"]:
+        raise UsageError(f"the {cfg['dataset']} images are {channels}x{shape[-2]}x{shape[-1]} but the "
+                         f"model expects {cfg['in_channels']}x{cfg['image_size']}x{cfg['image_size']}: "
+                         f"pass --in-channels {channels}")
 
 
 def sampler(cfg, classes, seed, test=False):
-    """Training episodes, or (``test``) validation/test episodes with the test ways and queries."""
+    """Training episodes (Siamese: same/different pairs), or (``test``) validation/test episodes
+    with the test ways and queries."""
+    if cfg["algo"] == "siamese" and not test:
+        return PairSampler(classes, rng=seed, dtype=np.dtype(cfg["dtype"]))
     ways, query = (cfg["test_ways"], cfg["test_query"]) if test else (cfg["ways"], cfg["query"])
-    return EpisodeSampler(classes, ways, cfg["shots"], query, rng=seed, dtype=np.dtype(cfg["dtype"]))
+    make = EpisodeSampler if test else episode_sampler      # training: gathered on the GPU under CuPy
+    try:
+        return make(classes, ways, cfg["shots"], query, rng=seed, dtype=np.dtype(cfg["dtype"]))
+    except ValueError as e:                       # e.g. a class with fewer images than shots + queries
+        which = "--test-ways/--test-query" if test else "--ways/--shots/--query"
+        raise UsageError(f"{e} (check {which})") from None
 
 
 def task_chunk(cfg):
@@ -235,9 +349,10 @@ def task_chunk(cfg):
 
 LEARNERS = {     # algo → (model, params, cfg, batched) → learner; the bench builds from it too
     "maml": lambda m, p, c, batched=True: MAML(m, p, F.cross_entropy, c["inner_lr"], c["inner_steps"],
-                                               optimizer=adam(c), batched=batched),
+                                               optimizer=adam(c), batched=batched, **mamlpp(c)),
     "fomaml": lambda m, p, c, batched=True: MAML(m, p, F.cross_entropy, c["inner_lr"], c["inner_steps"],
-                                                 first_order=True, optimizer=adam(c), batched=batched),
+                                                 first_order=True, optimizer=adam(c), batched=batched,
+                                                 **mamlpp(c)),
     "anil": lambda m, p, c, batched=True: ANIL(m, p, F.cross_entropy, inner_lr=c["inner_lr"],
                                                inner_steps=c["inner_steps"], optimizer=adam(c),
                                                batched=batched),
@@ -247,20 +362,51 @@ LEARNERS = {     # algo → (model, params, cfg, batched) → learner; the bench
     "reptile": lambda m, p, c, batched=True: Reptile(m, p, F.cross_entropy, c["inner_lr"], c["inner_steps"],
                                                      outer_lr=c["outer_lr"], inner_optimizer="adam",
                                                      adam_betas=REPTILE_ADAM_BETAS, batched=batched),
+    "imaml": lambda m, p, c, batched=True: IMAML(m, p, F.cross_entropy, c["inner_lr"], c["inner_steps"],
+                                                 lam=c["lam"], cg_steps=c["cg_steps"], optimizer=adam(c),
+                                                 batched=batched),
     "protonet": lambda m, p, c, batched=True: ProtoNet(m, p, optimizer=adam(c), batched=batched),
+    "matchingnet": lambda m, p, c, batched=True: MatchingNet(m, p, optimizer=adam(c), batched=batched),
+    "matchingnet_fce": lambda m, p, c, batched=True: MatchingNet(m, p, optimizer=adam(c), batched=batched),
+    "relationnet": lambda m, p, c, batched=True: RelationNet(m, p, optimizer=adam(c), batched=batched),
+    "siamese": lambda m, p, c, batched=True: Siamese(m, p, optimizer=adam(c), batched=batched),
+    # Ravi & Larochelle's learned update on the same Conv4 (always batched); --inner-lr is not used
+    "lstm_meta": lambda m, p, c, batched=True: LSTMMetaLearner(m, p, F.cross_entropy, c["inner_steps"],
+                                                               optimizer=adam(c), rng=[c["seed"], 2]),
 }
-HEADLESS = ("protonet",)       # learners whose model is an embedding: any ways at test
+# learners whose model compares embeddings instead of ending in a head: any ways at test
+HEADLESS = ("protonet", "matchingnet", "matchingnet_fce", "relationnet", "siamese")
+
+
+def mamlpp(cfg):
+    """MAML's keyword arguments for the MAML++ options of a configuration (absent: off)."""
+    return {"multi_step_loss": cfg.get("multi_step_loss", 0), "per_step_lr": cfg.get("per_step_lr", False),
+            "first_order_iterations": cfg.get("first_order_iterations", 0)}
 
 
 def adam(cfg):
     return lambda params: Adam(params, lr=cfg["meta_lr"])
 
 
+def conv4(cfg):
+    """Conv4 with a ways-way head, or for the metric learners the encoder of Snell et al. and
+    Vinyals et al.: max-pool blocks, no head (64 features on 28×28)."""
+    headless = cfg["algo"] in HEADLESS
+    return Conv4(None if headless else cfg["ways"], in_channels=cfg["in_channels"], filters=cfg["filters"],
+                 image_size=cfg["image_size"], max_pool=cfg["max_pool"], transductive=cfg["transductive"],
+                 bn_steps=cfg["inner_steps"] if cfg.get("per_step_bn") else None)
+
+
+MODELS = {              # the model of each learner that is not a plain Conv4
+    "matchingnet_fce": lambda c: FullContextEmbedding(conv4(c), c["fce_steps"]),
+    "relationnet": lambda c: RelationModel(c["in_channels"], filters=c["filters"], image_size=c["image_size"]),
+    "siamese": lambda c: SiameseModel(conv4(c)),
+}
+
+
 def build(cfg):
     """The learner of a configuration, with fresh weights (seeded by cfg['seed'])."""
-    headless = cfg["algo"] in HEADLESS              # Snell et al.'s encoder: max-pool blocks, no head
-    model = Conv4(None if headless else cfg["ways"], in_channels=1, filters=cfg["filters"],
-                  image_size=cfg["image_size"], max_pool=headless, transductive=cfg["transductive"])
+    model = MODELS.get(cfg["algo"], conv4)(cfg)
     params = model.init(np.random.default_rng([cfg["seed"], 0]), dtype=np.dtype(cfg["dtype"]))
     return LEARNERS[cfg["algo"]](model, params, cfg)
 
@@ -269,6 +415,10 @@ def hooks(cfg, val_classes):
     out = []
     if cfg["algo"] == "reptile":
         out.append(LinearDecay(cfg["outer_lr"], cfg["iterations"]))     # ε annealed to 0
+    if cfg.get("multi_step_loss") or cfg.get("first_order_iterations"):
+        out.append(SetIteration())                                      # MAML++'s annealing reads it
+    if cfg.get("cosine_meta_lr"):
+        out.append(CosineDecay(cfg["meta_lr"], cfg["iterations"], MAMLPP_MIN_LR))
     if cfg["lr_halve_every"]:
         out.append(StepDecay(cfg["meta_lr"], cfg["lr_halve_every"], 0.5))
     if cfg["val_tasks"]:
@@ -317,9 +467,8 @@ def draw_curves(path, log, cfg):
 def train_parser():
     p = ArgumentParser(
         prog="python -m experiments.omniglot [train]",
-        description="Meta-train a Conv4 on few-shot Omniglot. Defaults follow the MAML paper "
-                    "(and the Reptile paper for --algo reptile) and depend on --ways; see the "
-                    "module docstring. Evaluate with: python -m experiments.omniglot evaluate CKPT")
+        description="Meta-train a Conv4 on few-shot Omniglot. Defaults follow each method's "
+                    "paper and depend on --ways (and --shots); see the module docstring. Evaluate with: python -m experiments.omniglot evaluate CKPT")
     CONFIG.add_arguments(p)
     p.add_argument("--out", default="runs/omniglot", help="output folder (default runs/omniglot)")
     p.add_argument("--resume", action="store_true",
@@ -366,10 +515,12 @@ def train(args):
                 say(f"--resume: no checkpoint at {path}; starting from scratch")
             cfg = CONFIG.resolve(args)
         t0 = time.perf_counter()
-        train_classes, val_classes, _test, fingerprint = load_split(cfg, args.data_dir)
-        check_classes(cfg["ways"], training=train_classes)
-        if cfg["val_tasks"]:
-            check_classes(cfg["test_ways"], validation=val_classes)
+        train_classes, val_classes, test_classes, fingerprint = load_split(cfg, args.data_dir)
+        check_classes(cfg, training=train_classes, test=test_classes,
+                      validation=val_classes if cfg["val_tasks"] else None)
+        check_images(cfg, train_classes)
+        for classes in ((val_classes,) if cfg["val_tasks"] else ()) + (test_classes,):
+            sampler(cfg, classes, 0, test=True)          # evaluation must accept this configuration
         learner = build(cfg)
         kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
 
@@ -409,20 +560,8 @@ def train(args):
 
 
 def restore(path):
-    """(cfg, meta, learner) of a checkpoint; refuses non-finite parameters."""
-    arrays, meta = read_checkpoint(path)
-    cfg = CONFIG.complete(meta["config"])
-    learner = build(cfg)
-    try:
-        learner.load_state_dict(checkpoint.unpack({k: v for k, v in arrays.items()
-                                                   if not k.startswith("log/")}, meta["learner"]))
-    except (ValueError, KeyError) as e:
-        raise UsageError(f"checkpoint {path}: does not fit its own configuration ({e})") from None
-    bad = [k for k, p in learner.meta_parameters().items()
-           if not np.isfinite(backend.to_numpy(p.data)).all()]
-    if bad:
-        raise UsageError(f"checkpoint {path}: parameters {bad} are not finite; it cannot be evaluated")
-    return cfg, meta, learner
+    """(cfg, meta, learner) of a checkpoint (``tinymeta.training.restore_learner``)."""
+    return restore_learner(path, CONFIG, build)
 
 
 def evaluate(args):
@@ -431,6 +570,8 @@ def evaluate(args):
     for option, key in (("ways", "test_ways"), ("shots", "shots"), ("query", "test_query")):
         if getattr(args, option) is not None:
             cfg[key] = getattr(args, option)
+    if cfg["dataset"] == "omniglot":                  # training queries play no part in evaluation
+        cfg["query"] = max(1, min(cfg["query"], DRAWINGS - cfg["shots"]))
     cfg = CONFIG.check(cfg)
     steps = cfg["eval_steps"] if args.eval_steps is None else args.eval_steps
     say = (lambda *a: None) if args.quiet else (lambda msg: print(msg, flush=True))
@@ -448,7 +589,7 @@ def evaluate(args):
             print(f"warning: {data_note}", file=sys.stderr, flush=True)
         if args.lake:
             return evaluate_lake(args, folder, path, cfg, meta, learner, steps, say, t0)
-        check_classes(cfg["test_ways"], test=test)
+        check_classes(cfg, test=test)
         results = meta_test(learner, sampler(cfg, test, args.seed, test=True), args.tasks, steps,
                             task_chunk(cfg))
         acc = summarize(100.0 * results["accuracy"])
@@ -466,7 +607,19 @@ def evaluate(args):
         return result
 
 
+def lake_episode(runs, dtype):
+    """Lake's runs as a task batch: each run's training images are the support set (label j for
+    image j) and its test images the queries."""
+    return Episode(support_x=np.stack([r.train[:, None] for r in runs]).astype(dtype),
+                   support_y=np.stack([np.arange(len(r.train), dtype=np.int64) for r in runs]),
+                   query_x=np.stack([r.test[:, None] for r in runs]).astype(dtype),
+                   query_y=np.stack([r.labels for r in runs]),
+                   classes=np.zeros((len(runs), len(runs[0].train)), dtype=np.int64))
+
+
 def evaluate_lake(args, folder, path, cfg, meta, learner, steps, say, t0):
+    if cfg["dataset"] != "omniglot":
+        raise UsageError(f"--lake needs an Omniglot model, this one was trained on {cfg['dataset']}")
     runs = load_lake_runs(args.data_dir, size=cfg["image_size"])
     if cfg["split"] != "lake":
         print("warning: this model was trained on the MAML split, whose training classes include "
@@ -474,14 +627,12 @@ def evaluate_lake(args, folder, path, cfg, meta, learner, steps, say, t0):
               "optimistic. Train with --split lake for the proper benchmark.", file=sys.stderr, flush=True)
     dtype = np.dtype(cfg["dtype"])
     n_classes = {len(r.train) for r in runs}
-    if cfg["ways"] in n_classes and len(n_classes) == 1:
+    if cfg["algo"] in HEADLESS:
+        method = f"the {cfg['algo']} model with each run's {len(runs[0].train)} training images as its support set"
+        acc = np.concatenate([learner.evaluate(lake_episode([r], dtype), 0)["accuracy"][-1] for r in runs])
+    elif cfg["ways"] in n_classes and len(n_classes) == 1:
         method = f"adapt the {cfg['ways']}-way model to each run's 20 training images ({steps} steps)"
-        batch = Episode(support_x=np.stack([r.train[:, None] for r in runs]).astype(dtype),
-                        support_y=np.stack([np.arange(len(r.train), dtype=np.int64) for r in runs]),
-                        query_x=np.stack([r.test[:, None] for r in runs]).astype(dtype),
-                        query_y=np.stack([r.labels for r in runs]),
-                        classes=np.zeros((len(runs), len(runs[0].train)), dtype=np.int64))
-        acc = learner.evaluate(batch, steps)["accuracy"][-1]
+        acc = learner.evaluate(lake_episode(runs, dtype), steps)["accuracy"][-1]
     else:
         method = (f"1-nearest neighbour (cosine) in the body's feature space: the {cfg['ways']}-way "
                   "head cannot label 20 classes, so no adaptation")

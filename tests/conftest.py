@@ -15,15 +15,17 @@
   cannot leak its choice into the next one. If CuPy cannot run there, or a TINYMETA_
   variable holds a bad value, the session stops at once with the one-sentence reason
   instead of failing test by test.
-* Hypothesis profiles, chosen by ``HYPOTHESIS_PROFILE``, else ``ci`` where ``CI`` is set,
-  else ``cupy`` under ``TINYMETA_BACKEND=cupy``, else ``dev``. All print a failing example
+* Hypothesis profiles, chosen by ``HYPOTHESIS_PROFILE``, else ``ci`` where ``CI`` is set
+  (``ci_cupy`` under ``TINYMETA_BACKEND=cupy``), else ``cupy`` under
+  ``TINYMETA_BACKEND=cupy``, else ``dev``. All print a failing example
   with its reproduction blob and have no deadline (a busy machine is not a failure):
 
   - ``dev``: random examples, a new draw each run;
   - ``ci``: derandomized, so CI draws the same examples on every run;
   - ``cupy``: at most 10 examples and no shrinking (each example is slow on a GPU). The
     test modules of the engine ask for ``min(n, settings.default.max_examples)`` examples
-    so that this cap holds for them.
+    so that this cap holds for them;
+  - ``ci_cupy``: ``cupy``, derandomized: what CI uses for its run on the CuPy stand-in.
 
 Nothing here imports ``autograd`` at module level: importing it reads the environment,
 and a failure there must become the clean stop above rather than a conftest import error.
@@ -46,14 +48,16 @@ hypothesis_settings.register_profile("dev", print_blob=True, deadline=None)
 hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True, deadline=None)
 hypothesis_settings.register_profile("cupy", max_examples=10, print_blob=True, deadline=None,
                                      phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target])
+hypothesis_settings.register_profile("ci_cupy", hypothesis_settings.get_profile("cupy"), derandomize=True)
 
 
 def _hypothesis_profile():
     if os.environ.get("HYPOTHESIS_PROFILE"):
         return os.environ["HYPOTHESIS_PROFILE"]
+    on_cupy = _session_backend() == "cupy"
     if os.environ.get("CI", "").strip().lower() not in ("", "0", "false"):
-        return "ci"
-    return "cupy" if _session_backend() == "cupy" else "dev"
+        return "ci_cupy" if on_cupy else "ci"
+    return "cupy" if on_cupy else "dev"
 
 
 hypothesis_settings.load_profile(_hypothesis_profile())

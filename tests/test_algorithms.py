@@ -28,8 +28,9 @@ thread start-up dominates on 8×8 images; the kernels are checked elsewhere.
 import numpy as np
 import pytest
 
-from autograd import Tensor, grad
+from autograd import Tensor, backend, grad
 from autograd import functional as F
+from helpers import host
 from tinymeta.algorithms import ANIL, MAML, MetaSGD, Reptile
 from tinymeta.models import MLP, Conv4
 from tinymeta.tasks import EpisodeSampler, SinusoidTasks
@@ -73,7 +74,7 @@ def copy_params(params):
 
 
 def rel_err(a, n):
-    a, n = np.concatenate([np.ravel(x) for x in a]), np.concatenate([np.ravel(x) for x in n])
+    a, n = np.concatenate([np.ravel(host(x)) for x in a]), np.concatenate([np.ravel(host(x)) for x in n])
     scale = max(np.abs(a).max(), np.abs(n).max())
     assert scale > 0
     return float(np.abs(a - n).max() / scale)
@@ -89,7 +90,7 @@ class ReluMasks:
 
         def recording(x):
             if self.masks is not None:
-                self.masks.append(x.data > 0)
+                self.masks.append(host(x) > 0)
             return real(x)
         monkeypatch.setattr(F, "relu", recording)
 
@@ -112,8 +113,10 @@ def meta_loss_fn(learner, batch):
 
 
 def fd_entry(f, array, idx, h, five_point, guard=None):
-    """∂f/∂array[idx] by a central difference; array is perturbed in place and restored."""
-    original = array[idx]
+    """∂f/∂array[idx] by a central difference; array is perturbed in place and restored.
+    The entry is read as a number: on CuPy ``array[idx]`` is a 0-d view, which would follow
+    the perturbations."""
+    original = float(array[idx])
     base_masks = guard.run(f)[1] if guard else None
 
     def at(step):
@@ -133,19 +136,19 @@ def fd_entry(f, array, idx, h, five_point, guard=None):
 
 def fd_directional(f, tensors, directions, h, guard):
     """[f(θ + hv) − f(θ − hv)] / 2h, every tensor perturbed in place and restored."""
-    originals = [t.data.copy() for t in tensors]
+    originals = [host(t).copy() for t in tensors]
     base_masks = guard.run(f)[1]
     values = []
     try:
         for s in (h, -h):
             for t, o, d in zip(tensors, originals, directions):
-                t.data[...] = o + s * d
+                t.data[...] = backend.from_numpy(o + s * d)
             value, masks = guard.run(f)
             assert same_masks(masks, base_masks), "ReLU kink crossed along the direction; pick another seed"
             values.append(value)
     finally:
         for t, o in zip(tensors, originals):
-            t.data[...] = o
+            t.data[...] = backend.from_numpy(o)
     return (values[0] - values[1]) / (2 * h)
 
 
@@ -175,7 +178,7 @@ def check_sparse_fd(learner, batch, tensors, grads, monkeypatch, seed=0, per_ten
         dirs = [rng.standard_normal(tensors[k].shape) for k in names]
         norm = np.sqrt(sum((d * d).sum() for d in dirs))
         dirs = [d / norm for d in dirs]
-        a = sum(float((grads[k].data * d).sum()) for k, d in zip(names, dirs))
+        a = sum(float((host(grads[k]) * d).sum()) for k, d in zip(names, dirs))
         n = fd_directional(f, [tensors[k] for k in names], dirs, H_CONV, guard)
         err = abs(a - n) / max(abs(a), abs(n))
         assert err <= RTOL_FD, f"directional derivative {a!r} vs FD {n!r}: relative error {err:.2e}"
@@ -184,7 +187,7 @@ def check_sparse_fd(learner, batch, tensors, grads, monkeypatch, seed=0, per_ten
         t = tensors[k]
         for j in rng.choice(t.size, size=min(per_tensor, t.size), replace=False):
             idx = np.unravel_index(j, t.shape)
-            analytic.append(grads[k].data[idx])
+            analytic.append(host(grads[k])[idx])
             numeric.append(fd_entry(f, t.data, idx, H_CONV, five_point=False, guard=guard))
     err = rel_err([np.array(analytic)], [np.array(numeric)])
     assert err <= RTOL_FD, f"sampled entries vs finite differences: relative error {err:.2e}"
@@ -235,7 +238,7 @@ def independent_fomaml(model, loss_fn, params, batch, lr, steps):
         q = loss_fn(model(w, Tensor(batch.query_x[t])), Tensor(batch.query_y[t]))
         losses.append(float(q.data))
         for k, g in zip(names, grad(q, [w[k] for k in names])):
-            total[k] += g.data / T
+            total[k] += host(g) / T
     return float(np.mean(losses)), total
 
 
@@ -250,7 +253,7 @@ def test_fomaml_gradient_is_query_gradient_at_adapted_parameters(kind, steps):
     assert float(loss.data) == pytest.approx(ref_loss, rel=1e-12)
     scale = max(np.abs(g).max() for g in ref.values())
     for k in params:
-        np.testing.assert_allclose(grads[k].data, ref[k], atol=1e-12 * scale, **REIMPL, err_msg=k)
+        np.testing.assert_allclose(host(grads[k]), ref[k], atol=1e-12 * scale, **REIMPL, err_msg=k)
 
     # the same through the library's own inner loop: adapt without a graph, detach θ'ᵢ,
     # take a fresh gradient of the query loss there, average over tasks
@@ -264,9 +267,9 @@ def test_fomaml_gradient_is_query_gradient_at_adapted_parameters(kind, steps):
         names = list(fast)
         gs = grad(learner.task_losses(fast, xq[t], yq[t]), [fast[k] for k in names])
         for k, g in zip(names, gs):
-            via_adapt[k] += g.data / T
+            via_adapt[k] += host(g) / T
     for k in params:
-        np.testing.assert_allclose(grads[k].data, via_adapt[k], atol=1e-12 * scale, **REIMPL, err_msg=k)
+        np.testing.assert_allclose(host(grads[k]), via_adapt[k], atol=1e-12 * scale, **REIMPL, err_msg=k)
 
 
 # ----------------------------------------------------------------------------- ANIL
@@ -286,11 +289,11 @@ def test_anil_inner_loop_leaves_body_untouched(kind, batched):
         runs = [(learner.inner_loop(params, xs[t], ys[t], 2, create_graph=True), None) for t in range(len(batch.support_x))]
     for fast, T in runs:
         for k, p in params.items():
-            expected = p.data if T is None else np.broadcast_to(p.data, (T,) + p.shape)
+            expected = host(p) if T is None else np.broadcast_to(host(p), (T,) + p.shape)
             if k in head:
-                assert np.abs(fast[k].data - expected).max() > 1e-6, f"head {k} was not adapted"
+                assert np.abs(host(fast[k]) - expected).max() > 1e-6, f"head {k} was not adapted"
             else:
-                assert np.array_equal(fast[k].data, expected), f"body {k} changed in the inner loop"
+                assert np.array_equal(host(fast[k]), expected), f"body {k} changed in the inner loop"
 
 
 @pytest.mark.parametrize("kind", ["mlp", "conv"])
@@ -302,7 +305,7 @@ def test_anil_meta_gradient_reaches_body_and_matches_finite_differences(kind, mo
     # the body's weights (conv biases before batch-norm have an exactly zero gradient)
     body = [k for k in params if k not in model.head and not (k.startswith("conv") and k.endswith(".b"))]
     for k in body:
-        assert grads[k] is not None and np.abs(grads[k].data).max() > 1e-6, f"no meta-gradient reaches {k}"
+        assert grads[k] is not None and np.abs(host(grads[k])).max() > 1e-6, f"no meta-gradient reaches {k}"
     check_fd(kind, learner, batch, params, grads, monkeypatch)
 
 
@@ -314,7 +317,7 @@ def test_metasgd_step_sizes_get_the_finite_difference_gradient(kind, monkeypatch
     learner = MetaSGD(model, params, loss_fn, inner_lr=lr, inner_steps=1)
     rng = np.random.default_rng(5)
     for a in learner.alpha.values():                  # non-uniform step sizes around lr
-        a.data[...] = lr * rng.uniform(0.5, 1.5, size=a.shape)
+        a.data[...] = backend.from_numpy(lr * rng.uniform(0.5, 1.5, size=a.shape))
     _, grads = learner.meta_gradients(batch)
     assert set(grads) == set(params) | set(learner.alpha)
     check_fd(kind, learner, batch, learner.alpha, grads, monkeypatch)
@@ -332,9 +335,9 @@ def test_metasgd_with_uniform_alpha_equals_maml(kind, steps):
     l1, g1 = msgd.meta_gradients(batch)
     l2, g2 = maml.meta_gradients(batch)
     assert float(l1.data) == pytest.approx(float(l2.data), rel=1e-13)
-    scale = max(np.abs(g.data).max() for g in g2.values())
+    scale = max(np.abs(host(g)).max() for g in g2.values())
     for k in params:
-        np.testing.assert_allclose(g1[k].data, g2[k].data, rtol=1e-12, atol=1e-13 * scale, err_msg=k)
+        np.testing.assert_allclose(host(g1[k]), host(g2[k]), rtol=1e-12, atol=1e-13 * scale, err_msg=k)
 
 
 # ----------------------------------------------------------------------------- Reptile
@@ -349,7 +352,7 @@ def own_adam(w, g, state, t, lr, beta1, beta2, eps=1e-8):
 def own_task_weights(model, loss_fn, params, batch, lr, steps, optimizer, betas):
     Ws = []
     for t in range(len(batch.support_x)):
-        w = {k: v.data.copy() for k, v in params.items()}
+        w = {k: host(v).copy() for k, v in params.items()}
         state = {k: (np.zeros_like(a), np.zeros_like(a)) for k, a in w.items()}
         # Reptile trains on all of a task's examples: support, then query
         xs = Tensor(np.concatenate([batch.support_x[t], batch.query_x[t]]))
@@ -360,9 +363,9 @@ def own_task_weights(model, loss_fn, params, batch, lr, steps, optimizer, betas)
             gs = grad(loss_fn(model(leaves, xs), ys), [leaves[k] for k in names])
             for k, g in zip(names, gs):
                 if optimizer == "sgd":
-                    w[k] = w[k] - lr * g.data
+                    w[k] = w[k] - lr * host(g)
                 else:
-                    w[k] = own_adam(w[k], g.data, state[k], step, lr, *betas)
+                    w[k] = own_adam(w[k], host(g), state[k], step, lr, *betas)
         Ws.append(w)
     return Ws
 
@@ -372,7 +375,7 @@ def own_task_weights(model, loss_fn, params, batch, lr, steps, optimizer, betas)
 @pytest.mark.parametrize("kind", ["mlp", "conv"])
 def test_reptile_update_matches_definition(kind, optimizer, betas, batched):
     model, params, batch, loss_fn = PROBLEMS[kind]()
-    theta = {k: v.data.copy() for k, v in params.items()}
+    theta = {k: host(v).copy() for k, v in params.items()}
     lr, steps, eps = (0.01 if optimizer == "adam" else INNER_LR[kind]), 4, 0.3
     kwargs = {} if betas is None else {"adam_betas": betas}
     learner = Reptile(model, params, loss_fn, inner_lr=lr, inner_steps=steps, outer_lr=eps,
@@ -391,9 +394,9 @@ def test_reptile_update_matches_definition(kind, optimizer, betas, batched):
             # a conv bias feeding batch-norm has an exactly zero gradient (BN subtracts the
             # mean); its computed gradient is rounding noise (~1e-17) which Adam rescales by
             # lr/ε = 1e6, so both sides move it by noise only: just check it hardly moves.
-            assert np.abs(params[k].data - theta[k]).max() < 1e-8 * max(scale, 1.0), k
+            assert np.abs(host(params[k]) - theta[k]).max() < 1e-8 * max(scale, 1.0), k
             continue
-        np.testing.assert_allclose(params[k].data, expected[k], atol=1e-12 * scale, **REIMPL, err_msg=k)
+        np.testing.assert_allclose(host(params[k]), expected[k], atol=1e-12 * scale, **REIMPL, err_msg=k)
 
 
 def test_reptile_default_adam_betas_are_the_papers():
@@ -413,7 +416,7 @@ def test_zero_inner_steps_gives_plain_query_gradient(kind, first_order):
     assert float(loss.data) == pytest.approx(ref_loss, rel=1e-12)
     scale = max(np.abs(g).max() for g in ref.values())
     for k in params:
-        np.testing.assert_allclose(grads[k].data, ref[k], atol=1e-12 * scale, **REIMPL, err_msg=k)
+        np.testing.assert_allclose(host(grads[k]), ref[k], atol=1e-12 * scale, **REIMPL, err_msg=k)
 
 
 def test_negative_inner_steps_rejected():

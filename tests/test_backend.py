@@ -39,7 +39,7 @@ from autograd.kernels import batchnorm_numpy, cupy_kernels, im2col_numpy, pool_n
 from tinymeta import checkpoint
 from tinymeta.algorithms import MAML
 from tinymeta.models import Conv4
-from tinymeta.parameters import leaves, to_arrays
+
 from tinymeta.tasks import EpisodeSampler
 
 REPO = Path(__file__).resolve().parents[1]
@@ -398,21 +398,14 @@ def build(seed=7):
 
 
 def snapshot(model, learner):
-    state = learner.optimizer.state_dict()
-    arrays = {**checkpoint.join("params", to_arrays(learner.params)),
-              **checkpoint.join("optimizer", {k: v for k, v in state.items() if not np.isscalar(v)}),
-              **checkpoint.join("running", model.running_state())}
-    meta = {"optimizer": {k: v for k, v in state.items() if np.isscalar(v)}}
-    return {k: np.array(v) for k, v in arrays.items()}, meta     # copies: the params move on
+    """The learner's state as a checkpoint holds it (copies: the parameters move on)."""
+    arrays, numbers = checkpoint.pack(learner.state_dict())
+    return {k: np.array(v) for k, v in arrays.items()}, {"learner": numbers}
 
 
 def restore(arrays, meta):
     model, learner = build()
-    learner.params.clear()
-    learner.params.update(leaves(checkpoint.split(arrays, "params")))
-    learner.optimizer.params = learner.params
-    learner.optimizer.load_state_dict({**meta["optimizer"], **checkpoint.split(arrays, "optimizer")})
-    model.load_running_state(checkpoint.split(arrays, "running"))
+    learner.load_state_dict(checkpoint.unpack(arrays, meta["learner"]))
     return model, learner
 
 
@@ -431,7 +424,7 @@ def test_checkpoint_round_trip_across_backends(tmp_path, save_on, load_on):
         path = checkpoint.save(tmp_path / "ckpt.npz", arrays, meta)
         learner.step(batch)                                   # the reference continuation
         expected = {k: host(v).copy() for k, v in learner.params.items()}
-        expected_running = model.running_state()
+        expected_running = model.state_dict()
 
         ag.set_backend(load_on)
         loaded, meta2 = checkpoint.load(path)
@@ -451,7 +444,7 @@ def test_checkpoint_round_trip_across_backends(tmp_path, save_on, load_on):
                 np.testing.assert_array_equal(host(v), expected[k], err_msg=k)
             else:
                 np.testing.assert_allclose(host(v), expected[k], rtol=1e-9, atol=1e-9, err_msg=k)
-        for k, v in model2.running_state().items():
+        for k, v in model2.state_dict().items():
             np.testing.assert_allclose(v, expected_running[k], rtol=0 if same else 1e-9, err_msg=k)
     finally:
         ag.set_backend(previous)

@@ -14,8 +14,9 @@ noise only); they are checked to stay within 1e-8 of θ instead.
 import numpy as np
 import pytest
 
-from autograd import Tensor
+from autograd import Tensor, backend
 from autograd import functional as F
+from helpers import host
 from tinymeta.algorithms import ANIL, MAML, MetaSGD, Reptile
 from tinymeta.models import MLP, Conv4
 from tinymeta.tasks import EpisodeSampler, SinusoidTasks
@@ -51,7 +52,7 @@ def copy_params(params):
 
 
 def close(a, b, what):
-    a, b = np.asarray(a), np.asarray(b)
+    a, b = host(a), host(b)
     floor = TOL * max(np.abs(a).max(initial=0), np.abs(b).max(initial=0))
     np.testing.assert_allclose(a, b, rtol=TOL, atol=floor, err_msg=what)
 
@@ -72,7 +73,7 @@ def make_pair(kind, name):
     if name == "metasgd":                  # learned, non-uniform step sizes, equal in both
         rng = np.random.default_rng(11)
         for k in a.alpha:
-            a.alpha[k].data[...] = LR[kind] * rng.uniform(0.5, 1.5, size=a.alpha[k].shape)
+            a.alpha[k].data[...] = backend.from_numpy(LR[kind] * rng.uniform(0.5, 1.5, size=a.alpha[k].shape))
             b.alpha[k].data[...] = a.alpha[k].data
     return a, b, batch
 
@@ -86,11 +87,11 @@ def test_meta_loss_and_gradients_equal_in_both_modes(kind, name):
     l2, g2 = looped.meta_gradients(batch)
     close(float(l1.data), float(l2.data), "meta-loss")
     assert set(g1) == set(g2) == set(batched.meta_parameters())
-    scale = max(np.abs(g.data).max() for g in g2.values())
+    scale = max(np.abs(host(g)).max() for g in g2.values())
     assert scale > 1e-6
     for k in g2:
         assert g1[k] is not None and g2[k] is not None, k
-        np.testing.assert_allclose(g1[k].data, g2[k].data, rtol=TOL, atol=TOL * scale, err_msg=k)
+        np.testing.assert_allclose(host(g1[k]), host(g2[k]), rtol=TOL, atol=TOL * scale, err_msg=k)
 
 
 @pytest.mark.parametrize("name", ["maml1", "anil", "metasgd"])
@@ -98,12 +99,12 @@ def test_meta_loss_and_gradients_equal_in_both_modes(kind, name):
 def test_meta_step_equal_in_both_modes(kind, name):
     """One full outer step (Adam on the meta-gradient) leaves equal parameters."""
     batched, looped, batch = make_pair(kind, name)
-    before = {k: v.data.copy() for k, v in batched.meta_parameters().items()}
+    before = {k: host(v).copy() for k, v in batched.meta_parameters().items()}
     assert batched.step(batch)["loss"] == pytest.approx(looped.step(batch)["loss"], rel=TOL)
     for k, p in batched.meta_parameters().items():
         q = looped.meta_parameters()[k]
         # Adam's first step moves every entry by ≈ lr·sign(g): compare the moves, not θ
-        moved1, moved2 = p.data - before[k], q.data - before[k]
+        moved1, moved2 = host(p) - before[k], host(q) - before[k]
         if kind == "conv" and k.startswith("conv") and k.endswith(".b"):
             continue                      # zero-gradient biases: sign of rounding noise
         close(moved1, moved2, k)
@@ -113,18 +114,18 @@ def test_meta_step_equal_in_both_modes(kind, name):
 @pytest.mark.parametrize("kind", ["mlp", "conv"])
 def test_reptile_updates_equal_in_both_modes(kind, optimizer):
     model, params, batch, loss_fn = PROBLEMS[kind]()
-    theta = {k: v.data.copy() for k, v in params.items()}
+    theta = {k: host(v).copy() for k, v in params.items()}
     lr = 0.01 if optimizer == "adam" else LR[kind]
     learners = [Reptile(model, copy_params(params), loss_fn, inner_lr=lr, inner_steps=3, outer_lr=0.5,
                         inner_optimizer=optimizer, batched=b) for b in (True, False)]
-    W1, W2 = (r.task_weights(batch) for r in learners)
+    W1, W2 = ({k: host(w) for k, w in r.task_weights(batch).items()} for r in learners)
     r1, r2 = (r.step(batch) for r in learners)
     close(r1["loss"], r2["loss"], "mean query loss after adaptation")
     skip = {k for k in params if kind == "conv" and optimizer == "adam" and k.startswith("conv") and k.endswith(".b")}
     scale = max(np.abs(W2[k] - theta[k]).max() for k in params)
     for k in params:
         assert W1[k].shape == W2[k].shape == (len(batch.support_x),) + theta[k].shape, k
-        p1, p2 = learners[0].params[k].data, learners[1].params[k].data
+        p1, p2 = host(learners[0].params[k]), host(learners[1].params[k])
         if k in skip:
             assert np.abs(p1 - theta[k]).max() < 1e-8 and np.abs(p2 - theta[k]).max() < 1e-8, k
             continue
@@ -160,7 +161,7 @@ def test_evaluate_equal_in_both_modes(kind, name):
         assert "accuracy" not in e1 and "accuracy" not in e2
     # evaluation never moves θ
     for k, p in params.items():
-        assert np.array_equal(a.params[k].data, p.data) and np.array_equal(b.params[k].data, p.data), k
+        assert np.array_equal(host(a.params[k]), host(p)) and np.array_equal(host(b.params[k]), host(p)), k
 
 
 # ----------------------------------------------------------------------------- non-transductive BN

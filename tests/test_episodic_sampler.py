@@ -215,3 +215,102 @@ def test_property_every_episode_is_valid(n_classes, n_examples, data):
     for t in range(2):
         task = Episode(batch.support_x[t], batch.support_y[t], batch.query_x[t], batch.query_y[t], batch.classes[t])
         check_episode(task, ways, shots, queries)
+
+
+# ------------------------------------------------------- classes of unequal size
+
+
+def reference_sample(rng, class_images, ways, shots, queries):
+    """The sampler's draw for a class-major array as it was before per-class lists were
+    accepted, kept verbatim: a checkpoint's exact resume depends on it."""
+    n_classes, n_examples = class_images.shape[:2]
+    per_class = shots + queries
+    classes = rng.choice(n_classes, size=ways, replace=False)
+    examples = np.argsort(rng.random((ways, n_examples)), axis=1)[:, :per_class]
+    chosen = class_images[classes[:, None], examples].astype(np.float32, copy=False)
+    return chosen, classes
+
+
+@pytest.mark.parametrize("n_classes, n_examples, ways, shots, queries, seed",
+                         [(12, 8, 5, 1, 2, 0), (30, 20, 20, 1, 15, 7), (4400, 20, 5, 1, 15, 3)])
+def test_class_major_episodes_are_bit_identical_to_the_reference(n_classes, n_examples, ways, shots, queries, seed):
+    data = encoded_dataset(n_classes, n_examples, (2, 2))
+    sampler = EpisodeSampler(data, ways, shots, queries, rng=seed)
+    rng = np.random.default_rng(seed)
+    for _ in range(5):
+        episode = sampler.sample()
+        chosen, classes = reference_sample(rng, data, ways, shots, queries)
+        np.testing.assert_array_equal(episode.classes, classes)
+        np.testing.assert_array_equal(episode.support_x, chosen[:, :shots].reshape(-1, 1, 2, 2))
+        np.testing.assert_array_equal(episode.query_x, chosen[:, shots:].reshape(-1, 1, 2, 2))
+    assert sampler.get_state() == rng.bit_generator.state  # the stream advanced identically
+
+
+def test_a_list_of_equal_classes_draws_what_the_stacked_array_draws():
+    data = encoded_dataset(9, 7, (3,))
+    as_array = EpisodeSampler(data, 4, 2, 3, rng=11).sample_batch(6)
+    as_list = EpisodeSampler(list(data), 4, 2, 3, rng=11).sample_batch(6)
+    for name in ("support_x", "support_y", "query_x", "query_y", "classes"):
+        np.testing.assert_array_equal(getattr(as_array, name), getattr(as_list, name))
+
+
+def unequal_dataset(counts, example_shape=(2, 2)):
+    """Per-class arrays; example i of class c is filled with 1000 * c + i, as encoded_dataset."""
+    return [np.full((n, *example_shape), 0.0, dtype=np.float32) + (1000 * c + np.arange(n)).reshape(-1, 1, 1)
+            for c, n in enumerate(counts)]
+
+
+def test_unequal_classes_give_valid_episodes_from_every_example():
+    counts = [3, 10, 4, 25, 3]
+    sampler = EpisodeSampler(unequal_dataset(counts), ways=3, shots=1, queries=2, rng=0)
+    seen = set()
+    for _ in range(400):
+        episode = sampler.sample()
+        check_episode(episode, 3, 1, 2)
+        for x in (episode.support_x, episode.query_x):
+            cls, example = decode(x)
+            assert (example < np.array(counts)[cls]).all()  # never past a class's end
+            seen.update(zip(cls.tolist(), example.tolist()))
+    assert seen == {(c, i) for c, n in enumerate(counts) for i in range(n)}  # and all are reachable
+    assert "examples_per_class=3..25" in repr(sampler)
+
+
+def test_unequal_classes_resume_from_state():
+    sampler = EpisodeSampler(unequal_dataset([5, 9, 6, 7]), 2, 2, 2, rng=4)
+    sampler.sample()
+    state = json.loads(json.dumps(sampler.get_state()))
+    expected = sampler.sample_batch(3)
+    resumed = EpisodeSampler(unequal_dataset([5, 9, 6, 7]), 2, 2, 2, rng=0)
+    resumed.set_state(state)
+    np.testing.assert_array_equal(resumed.sample_batch(3).query_x, expected.query_x)
+
+
+def test_a_class_too_small_for_shots_plus_queries_is_refused_at_construction():
+    data = unequal_dataset([20, 4, 20, 3, 5])
+    with pytest.raises(ValueError, match=r"^class 3 \('cat'\) has 3 examples, fewer than the shots \+ queries = 6 "
+                                         r".*\(2 more classes are too small as well\)"):
+        EpisodeSampler(data, 2, 1, 5, rng=0, class_names=["a", "b", "c", "cat", "d"])
+    with pytest.raises(ValueError, match=r"^class 1 has 4 examples, fewer than the shots \+ queries = 5"):
+        EpisodeSampler(data[:3], 2, 1, 4, rng=0)
+    EpisodeSampler(data, 2, 1, 2, rng=0)  # 3 examples suffice for 1 + 2
+
+
+def test_per_class_arrays_must_share_the_example_shape():
+    data = unequal_dataset([5, 5]) + [np.zeros((5, 3, 2), dtype=np.float32)]
+    with pytest.raises(ValueError, match=r"class 2 of class_images has shape \(5, 3, 2\), but class 0 has \(5, 2, 2\)"):
+        EpisodeSampler(data, 2, 1, 1)
+    with pytest.raises(ValueError, match=r"ways=3 is more than the 2 classes in class_images \(a list of 2"):
+        EpisodeSampler(unequal_dataset([5, 5]), 3, 1, 1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(counts=st.lists(st.integers(2, 12), min_size=1, max_size=8), data=st.data())
+def test_property_unequal_episodes_are_valid(counts, data):
+    needed = data.draw(st.integers(2, min(counts)), label="shots + queries")
+    shots = data.draw(st.integers(1, needed - 1), label="shots")
+    ways = data.draw(st.integers(1, len(counts)), label="ways")
+    sampler = EpisodeSampler(unequal_dataset(counts), ways, shots, needed - shots, rng=data.draw(st.integers(0, 99)))
+    batch = sampler.sample_batch(2)
+    for t in range(2):
+        task = Episode(batch.support_x[t], batch.support_y[t], batch.query_x[t], batch.query_y[t], batch.classes[t])
+        check_episode(task, ways, shots, needed - shots)

@@ -19,7 +19,9 @@ from hypothesis import assume, given, settings, strategies as st
 
 import autograd as ag
 from autograd import Tensor
+from autograd import backend
 from autograd import functional as F
+from helpers import host
 
 RTOL = 1e-6
 VAL = dict(rtol=1e-10, atol=1e-12)
@@ -32,7 +34,7 @@ def check(f, arrays, expected=None):
     if expected is not None:
         out = f(*[Tensor(a) for a in arrays])
         assert out.shape == np.shape(expected)
-        np.testing.assert_allclose(out.data, expected, **VAL)
+        np.testing.assert_allclose(host(out), expected, **VAL)
     assert ag.gradcheck(f, arrays, rtol=RTOL) <= RTOL
     assert ag.gradgradcheck(f, arrays, rtol=RTOL) <= RTOL
 
@@ -157,7 +159,7 @@ def test_linear_grad_arrays_equal_recorded_ops():
             assert (got is None) == (want is None), present
             if got is not None:
                 assert got.shape == want.shape and got.creator is None and want.creator is not None
-                np.testing.assert_allclose(got.data, want.data, rtol=1e-12, atol=1e-12, err_msg=present)
+                np.testing.assert_allclose(host(got), host(want), rtol=1e-12, atol=1e-12, err_msg=present)
 
 
 # ----------------------------------------------------------------------------- conv2d
@@ -302,16 +304,16 @@ def test_batch_norm_eval_running_stats(n, c, spatial, seed):
 def test_batch_norm_running_stats_update(n, c, spatial, steps, seed):
     rng = np.random.default_rng(seed)
     shape = (n, c, 3, 2) if spatial else (n, c)
-    rm, rv = np.zeros(c), np.ones(c)
-    em, ev = rm.copy(), rv.copy()
+    rm, rv = backend.xp.zeros(c), backend.xp.ones(c)     # updated in place: on the active backend
+    em, ev = np.zeros(c), np.ones(c)
     axes = (0, 2, 3) if spatial else (0,)
     for _ in range(steps):
         x = rng.standard_normal(shape) * 2 + 1
         F.batch_norm(Tensor(x), None, None, running_mean=rm, running_var=rv, training=True)
         em = 0.9 * em + 0.1 * x.mean(axis=axes)
         ev = 0.9 * ev + 0.1 * x.var(axis=axes, ddof=1)    # unbiased, momentum 0.1
-    np.testing.assert_allclose(rm, em, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(rv, ev, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(host(rm), em, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(host(rv), ev, rtol=1e-12, atol=1e-14)
 
 
 # ----------------------------------------------------------------------------- relu, losses
@@ -360,8 +362,8 @@ def test_cross_entropy_huge_logits_stay_finite(scale):
     (g,) = ag.grad(loss, [z])
     p = np.exp(np_log_softmax(logits))
     expected = (p - np.eye(5)[labels]) / 4                  # ∂ mean CE / ∂ logits
-    assert np.all(np.isfinite(g.data))
-    np.testing.assert_allclose(g.data, expected, rtol=1e-10, atol=1e-15)
+    assert np.all(np.isfinite(host(g)))
+    np.testing.assert_allclose(host(g), expected, rtol=1e-10, atol=1e-15)
     if scale == 50.0:                                       # away from total saturation: full check
         assert ag.gradcheck(lambda z: F.cross_entropy(z, labels), [logits], rtol=RTOL) <= RTOL
 
@@ -382,9 +384,12 @@ def test_mse_loss(reduction, shape, target_tensor, seed):
 
 # ----------------------------------------------------------------------------- kernels
 def kernels(name):
-    """``with kernels("numba"):`` -- those kernels inside the block, restored after it (also
-    when a check fails)."""
-    return ag.settings.using(kernels=name)
+    """``with kernels("numba"):`` -- those kernels inside the block, on the NumPy backend, or
+    ``kernels("cupy")``: the CuPy backend, whose arrays go to the CuPy kernels; the backend
+    and kernels in use before are restored after the block (also when a check fails)."""
+    if name == "cupy":
+        return ag.settings.using(backend="cupy")
+    return ag.settings.using(backend="numpy", kernels=name)
 
 
 def _conv_pool_outputs_and_grads(x, w, b, s, p, k, dtype):
@@ -394,7 +399,7 @@ def _conv_pool_outputs_and_grads(x, w, b, s, p, k, dtype):
     loss = (z * z).sum()
     grads = ag.grad(loss, xs, create_graph=True)
     gg = ag.grad(sum((g * g).sum() for g in grads), xs)   # a second-order quantity too
-    return [y.data, z.data] + [g.data for g in grads] + [g.data for g in gg]
+    return host([y, z, *grads, *gg])
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -407,10 +412,12 @@ def test_numpy_and_numba_kernels_agree(dtype, cfg, seed):
     rng = np.random.default_rng(seed)
     x, w, b = rng.standard_normal((n, c, h, w_)), rng.standard_normal((o, c, k, k)), rng.standard_normal(o)
     results = {}
-    for name in ("numpy", "numba"):
+    others = ("numba", "cupy") if backend.name == "cupy" else ("numba",)   # a CuPy session: its kernels too
+    for name in ("numpy",) + others:
         with kernels(name):
             results[name] = _conv_pool_outputs_and_grads(x, w, b, s, p, 2, dtype)
     tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-6)
-    for a, b_ in zip(results["numpy"], results["numba"]):
-        assert a.dtype == b_.dtype == dtype
-        np.testing.assert_allclose(a, b_, **tol)
+    for name in others:
+        for a, b_ in zip(results["numpy"], results[name]):
+            assert a.dtype == b_.dtype == dtype
+            np.testing.assert_allclose(a, b_, err_msg=name, **tol)

@@ -286,7 +286,8 @@ def test_folder_without_omniglot_is_explained(tmp_path):
 def test_missing_file(tmp_path):
     folder = write_fake_omniglot(tmp_path)
     (folder / "omniglot_evaluation.npz").unlink()
-    with pytest.raises(DataError, match=r"not found: .*omniglot_evaluation\.npz"):
+    with pytest.raises(DataError, match=r"not found: .*omniglot_evaluation\.npz .*make them from the official zips "
+                                        r"with: python -m tinymeta\.data\.prepare omniglot ZIP_DIR --out "):
         load_omniglot(tmp_path, cache=False)
 
 

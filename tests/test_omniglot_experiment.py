@@ -89,7 +89,7 @@ def test_checkpoint_log_and_curves_are_written(runs):
     assert "conv0.w" in checkpoint.split(arrays, "params")
     assert checkpoint.split(arrays, "optimizer") and meta["learner"]["optimizer"]["t"] == 4
     assert len(arrays["log/loss"]) == 4 and list(arrays["log/val_iteration"]) == [2, 4]
-    assert "state" in meta["tasks_state"] and len(meta["data"]) == 64
+    assert "state" in meta["tasks_state"] and len(meta["data"]) == 16
     lines = (out / "log.csv").read_text().splitlines()
     assert lines[0] == "iteration,loss,train_accuracy,validation,elapsed_s" and len(lines) == 5
     assert lines[2].split(",")[3] != "" and lines[1].split(",")[3] == ""
@@ -185,7 +185,8 @@ def test_20_way_lake_adapts_and_reptile_trains(data_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--shots", 10, "--query", 15], "--shots + --query = 10 + 15 = 25 is more than the 20"),
-    (["--ways", 5000], "--test-ways 5000 is more than the 423 test characters"),
+    (["--ways", 5000], "--ways 5000 is more than the 4400 training classes"),
+    (["--algo", "protonet", "--test-ways", 500, "--val-tasks", 0], "--test-ways 500 is more than the 423 test classes"),
     (["--algo", "protonet", "--inner-lr", 0.1], "--inner-lr does not apply to --algo protonet"),
     (["--ways", 5, "--test-ways", 20], "--algo maml has a 5-way head"),
     (["--iterations", 0], "--iterations: must be >= 1"),
@@ -275,9 +276,153 @@ def test_protonet_trains_and_evaluates_at_other_ways(data_dir, tmp_path, capsys)
     assert "20-way 1-shot test accuracy (protonet" in text
 
 
-@pytest.mark.parametrize("recipe", sorted((REPO / "experiments" / "configs").glob("omniglot_*.json")),
+@pytest.mark.parametrize("recipe", sorted((REPO / "experiments" / "configs").glob("[om]*i*_*.json")),
                          ids=lambda p: p.stem)
 def test_every_shipped_recipe_resolves(recipe):
     args = omniglot.train_parser().parse_args(["--config", str(recipe)])
     cfg = omniglot.CONFIG.resolve(args)
     assert cfg["algo"] in omniglot.ALGOS and cfg["iterations"] >= 10000
+
+
+def test_a_folder_of_images_trains_and_evaluates(tmp_path, capsys):
+    """--dataset folder: a user's own ROOT/<class>/<image> tree, colour, unequal classes."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    root = tmp_path / "images"
+    for c in range(20):
+        (root / f"class{c:02d}").mkdir(parents=True)
+        for i in range(5 + c % 3):                                     # 5, 6 or 7 images
+            pixels = (rng.random((20, 24, 3)) * 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / f"class{c:02d}" / f"{i}.png")
+    out = tmp_path / "run"
+    code, _, err = run_main(["--dataset", "folder", "--data-dir", root, "--image-size", 16, "--ways", 3,
+                             "--shots", 1, "--query", 2, "--meta-batch", 2, "--filters", 4,
+                             "--iterations", 2, "--val-tasks", 2, "--checkpoint-every", 2, "--quiet",
+                             "--out", out], capsys)
+    assert code == 0, err
+    arrays, meta = checkpoint.load(out / "checkpoint.npz")
+    assert meta["config"]["in_channels"] == 3 and meta["config"]["max_pool"] is True
+    assert arrays["params/conv0.w"].shape == (4, 3, 3, 3)
+    code, text, err = run_main(["evaluate", out / "checkpoint.npz", "--data-dir", root, "--tasks", 3,
+                                "--out", tmp_path / "ev"], capsys)
+    assert code == 0, err
+    assert "3-way 1-shot test accuracy (maml" in text
+
+
+# --- the metric learners: Matching (± FCE), Relation and Siamese networks -------------------------
+
+METRIC_TINY = ["--filters", "8", "--query", "2", "--val-tasks", "2", "--val-every", "2",
+               "--checkpoint-every", "2", "--quiet"]
+
+
+@pytest.mark.parametrize("algo", ["matchingnet", "matchingnet_fce", "relationnet", "siamese"])
+def test_metric_learner_trains_and_evaluates_at_other_ways_and_shots(algo, data_dir, tmp_path, capsys):
+    out = tmp_path / algo
+    code, _, err = run_main(["--algo", algo, "--iterations", 2, *METRIC_TINY, "--out", out,
+                             "--data-dir", data_dir], capsys)
+    assert code == 0, err
+    arrays, meta = checkpoint.load(out / "checkpoint.npz")
+    assert meta["iteration"] == 2 and "params/w_head" not in arrays
+    assert list(arrays["log/val_iteration"]) == [2] and np.isfinite(arrays["log/loss"]).all()
+    assert ("params/fce.f.w_hh" in arrays) == (algo == "matchingnet_fce")
+    for ways, shots in ((20, 1), (3, 5)):
+        code, text, err = run_main(["evaluate", out / "checkpoint.npz", "--ways", ways, "--shots", shots,
+                                    "--tasks", 2, "--data-dir", data_dir, "--out", tmp_path / f"ev{ways}"], capsys)
+        assert code == 0, err
+        assert f"{ways}-way {shots}-shot test accuracy ({algo}, 0 steps, 2 tasks)" in text
+
+
+def test_paper_defaults_of_the_metric_learners():
+    def resolved(*argv):
+        return omniglot.CONFIG.resolve(omniglot.train_parser().parse_args([str(a) for a in argv]))
+    for ways, shots, query in ((5, 1, 19), (5, 5, 15), (20, 1, 10), (20, 5, 5)):   # Sung et al., Section 4.1
+        cfg = resolved("--algo", "relationnet", "--ways", ways, "--shots", shots)
+        assert (cfg["query"], cfg["test_ways"], cfg["meta_lr"], cfg["lr_halve_every"]) == (query, ways, 1e-3, 100000)
+        assert cfg["transductive"] and cfg["iterations"] == 1000000
+    cfg = resolved("--algo", "matchingnet", "--ways", 20)
+    assert (cfg["ways"], cfg["test_ways"], cfg["meta_batch"], cfg["fce_steps"]) == (20, 20, 1, None)
+    assert resolved("--algo", "matchingnet_fce")["fce_steps"] == omniglot.FCE_STEPS
+    assert resolved("--algo", "matchingnet_fce", "--fce-steps", 2)["fce_steps"] == 2
+    cfg = resolved("--algo", "siamese")
+    assert (cfg["meta_batch"], cfg["test_ways"], cfg["shots"], cfg["eval_steps"]) == (128, 20, 1, 0)
+    assert resolved("--algo", "maml")["fce_steps"] is None
+
+
+def test_siamese_resumes_its_pair_stream_bit_identically(data_dir, tmp_path, capsys):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    common = ["--algo", "siamese", "--meta-batch", 6, "--filters", 8, "--val-tasks", 0, "--quiet",
+              "--data-dir", data_dir]
+    assert run_main([*common, "--iterations", 4, "--out", whole], capsys)[0] == 0
+    assert run_main([*common, "--iterations", 2, "--out", parts], capsys)[0] == 0
+    code, _, err = run_main(["--out", parts, "--resume", "--iterations", 4, "--quiet", "--data-dir", data_dir], capsys)
+    assert code == 0, err
+    a, b = checkpoint.load(whole / "checkpoint.npz")[0], checkpoint.load(parts / "checkpoint.npz")[0]
+    for k in a:
+        if k != "log/elapsed":
+            assert np.array_equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("algo", ["protonet", "siamese"])
+def test_lake_runs_with_a_background_only_metric_model(algo, data_dir, tmp_path, capsys):
+    """Trained on the background alphabets only (--split lake): no leakage warning, and each
+    run's 20 training images are the support set."""
+    out = tmp_path / algo
+    code, _, err = run_main(["--algo", algo, "--split", "lake", "--iterations", 1, *METRIC_TINY,
+                             "--out", out, "--data-dir", data_dir], capsys)
+    assert code == 0, err
+    code, text, err = run_main(["evaluate", out / "checkpoint.npz", "--lake", "--data-dir", data_dir,
+                                "--out", tmp_path / "lake"], capsys)
+    assert code == 0, err
+    assert "MAML split" not in err and "run20" in text
+    result = json.loads((tmp_path / "lake" / "lake.json").read_text())
+    assert result["config"]["split"] == "lake" and len(result["runs"]) == 20
+    assert result["method"] == f"the {algo} model with each run's 20 training images as its support set"
+    assert 0 <= result["error_percent"] <= 100 and result["human_error_percent"] == 4.5
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--algo", "relationnet", "--ways", 5000], "--ways 5000 is more than the 4400 training classes"),
+    (["--algo", "siamese", "--ways", 500], "--test-ways 500 is more than the 100 validation classes"),
+    (["--algo", "siamese", "--ways", 500, "--val-tasks", 0], "--test-ways 500 is more than the 423 test classes"),
+    (["--algo", "matchingnet", "--split", "lake", "--ways", 5000, "--test-ways", 5],
+     "--ways 5000 is more than the 3456 training classes"),
+    (["--algo", "matchingnet_fce", "--shots", 10, "--query", 15], "--shots + --query = 10 + 15 = 25 is more than the 20"),
+    (["--algo", "siamese", "--shots", 21], "is more than the 20 drawings"),
+    (["--algo", "relationnet", "--shots", 6, "--query", 5], "--shots + --test-query = 6 + 15 = 21 is more than the 20"),
+    (["--algo", "relationnet", "--non-transductive"], "--non-transductive does not apply to --algo relationnet"),
+    (["--algo", "matchingnet", "--fce-steps", 3], "--fce-steps does not apply to --algo matchingnet"),
+    (["--algo", "maml", "--fce-steps", 3], "--fce-steps does not apply to --algo maml"),
+    (["--algo", "siamese", "--inner-lr", 0.1], "--inner-lr does not apply to --algo siamese"),
+    (["--algo", "matchingnet_fce", "--fce-steps", 0], "--fce-steps: must be >= 1"),
+])
+def test_bad_options_of_the_metric_learners(argv, message, data_dir, tmp_path, capsys):
+    code, out, err = run_main([*argv, "--iterations", 1, "--out", tmp_path / "o", "--data-dir", data_dir], capsys)
+    assert code == 2 and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "o" / "checkpoint.npz").exists()
+
+
+def test_evaluate_refuses_more_ways_or_shots_than_the_data_hold(data_dir, tmp_path, capsys):
+    out = tmp_path / "m"
+    assert run_main(["--algo", "matchingnet", "--iterations", 1, *METRIC_TINY, "--out", out,
+                     "--data-dir", data_dir], capsys)[0] == 0
+    for argv, message in ((["--ways", 500], "--test-ways 500 is more than the 423 test classes"),
+                          (["--shots", 10], "--shots + --test-query = 10 + 15 = 25 is more than the 20 drawings"),
+                          (["--shots", 25], "is more than the 20 drawings")):
+        code, text, err = run_main(["evaluate", out / "checkpoint.npz", *argv, "--data-dir", data_dir,
+                                    "--out", tmp_path / "ev"], capsys)
+        assert code == 2 and message in err and "Traceback" not in err, err
+
+
+def test_a_test_configuration_too_big_for_the_data_is_refused_before_training(tmp_path, capsys):
+    from PIL import Image
+    rng = np.random.default_rng(1)
+    root = tmp_path / "images"
+    for c in range(30):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray((rng.random((16, 16)) * 255).astype(np.uint8)).save(root / f"c{c}" / f"{i}.png")
+    code, _, err = run_main(["--algo", "protonet", "--dataset", "folder", "--data-dir", root, "--image-size", 16,
+                             "--in-channels", 1, "--ways", 3, "--query", 2, "--filters", 4, "--iterations", 2,
+                             "--out", tmp_path / "run"], capsys)
+    assert code == 2 and "1 + 15 = 16 is more than the 6 examples" in err and "--test-query" in err
+    assert not (tmp_path / "run" / "checkpoint.npz").exists()

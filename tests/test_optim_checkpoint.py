@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from autograd import Tensor
+from helpers import host
 from tinymeta import checkpoint
 from tinymeta.optim import SGD, Adam
 
@@ -31,7 +32,7 @@ def grad_sequence(params, n, seed=1):
 
 
 def arrays(params):
-    return {k: p.data.copy() for k, p in params.items()}
+    return {k: host(p).copy() for k, p in params.items()}
 
 
 # ----------------------------------------------------------------------------- reference updates
@@ -46,12 +47,12 @@ def test_sgd_matches_reference(momentum):
         opt.step(g)
         for k in ref:
             if momentum:
-                vel[k] = momentum * vel[k] + g[k].data          # v ← μv + g
+                vel[k] = momentum * vel[k] + host(g[k])            # v ← μv + g
                 ref[k] = ref[k] - lr * vel[k]                   # θ ← θ − ηv
             else:
-                ref[k] = ref[k] - lr * g[k].data                # θ ← θ − ηg
+                ref[k] = ref[k] - lr * host(g[k])              # θ ← θ − ηg
         for k in ref:
-            np.testing.assert_allclose(params[k].data, ref[k], rtol=1e-14, atol=1e-15, err_msg=k)
+            np.testing.assert_allclose(host(params[k]), ref[k], rtol=1e-14, atol=1e-15, err_msg=k)
 
 
 @pytest.mark.parametrize("betas,eps", [((0.9, 0.999), 1e-8), ((0.0, 0.99), 1e-3), ((0.5, 0.9), 0.0)])
@@ -65,11 +66,11 @@ def test_adam_matches_reference(betas, eps):
     for t, g in enumerate(grad_sequence(params, 6), start=1):
         opt.step(g)
         for k in ref:
-            m[k] = b1 * m[k] + (1 - b1) * g[k].data
-            v[k] = b2 * v[k] + (1 - b2) * g[k].data ** 2
+            m[k] = b1 * m[k] + (1 - b1) * host(g[k])
+            v[k] = b2 * v[k] + (1 - b2) * host(g[k]) ** 2
             m_hat, v_hat = m[k] / (1 - b1 ** t), v[k] / (1 - b2 ** t)
             ref[k] = ref[k] - lr * m_hat / (np.sqrt(v_hat) + eps)
-            np.testing.assert_allclose(params[k].data, ref[k], rtol=1e-12, atol=1e-14, err_msg=k)
+            np.testing.assert_allclose(host(params[k]), ref[k], rtol=1e-12, atol=1e-14, err_msg=k)
         assert opt.t == t
 
 
@@ -78,10 +79,10 @@ def test_adam_first_step_moves_by_learning_rate():
     params = make_params()
     before = arrays(params)
     opt = Adam(params, lr=0.01)
-    g = {k: Tensor(1e-3 * np.sign(p.data) + 0 * p.data) for k, p in params.items()}
+    g = {k: Tensor(1e-3 * np.sign(host(p)) + 0 * host(p)) for k, p in params.items()}
     opt.step(g)
     for k in params:
-        np.testing.assert_allclose(before[k] - params[k].data, 0.01 * np.sign(before[k]) * (1e-3 / (1e-3 + 1e-8)),
+        np.testing.assert_allclose(before[k] - host(params[k]), 0.01 * np.sign(before[k]) * (1e-3 / (1e-3 + 1e-8)),
                                    rtol=1e-12)
 
 
@@ -136,7 +137,7 @@ def test_state_dict_resume_is_bit_for_bit(name, via_file, tmp_path):
     for g in grads[3:]:
         b.step(g)
     for k in p_full:
-        assert np.array_equal(p_b[k].data, p_full[k].data), k
+        assert np.array_equal(host(p_b[k]), host(p_full[k])), k
     # and the restored state itself is equal
     s_full, s_b = full.state_dict(), b.state_dict()
     assert set(s_full) == set(s_b)
@@ -178,7 +179,7 @@ def test_step_with_missing_gradient_raises(name):
         with pytest.raises(ValueError, match=r"no gradient for parameters \['b'\]"):
             opt.step(broken)
     for k in params:                                   # nothing was updated
-        assert np.array_equal(params[k].data, before[k]), k
+        assert np.array_equal(host(params[k]), before[k]), k
 
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
@@ -191,7 +192,7 @@ def test_step_with_wrong_shaped_gradient_raises(name):
     with pytest.raises(ValueError, match=r"gradient for 'w' has shape \(4, 3\), parameter has \(3, 4\)"):
         opt.step(g)
     for k in params:
-        assert np.array_equal(params[k].data, before[k]), k
+        assert np.array_equal(host(params[k]), before[k]), k
 
 
 # ----------------------------------------------------------------------------- checkpoint files

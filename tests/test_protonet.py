@@ -6,6 +6,7 @@ import pytest
 
 from autograd import Tensor, gradcheck
 from autograd import functional as F
+from helpers import host
 from tinymeta.algorithms import ProtoNet
 from tinymeta.algorithms.protonet import one_hot_means, squared_distances
 from tinymeta.models import MLP, Conv4
@@ -32,7 +33,7 @@ def test_prototypes_are_class_means_and_logits_negative_squared_distances():
     query = np.array([[[1.0, 1.0], [0.0, 3.0]]])
     batch = Episode(support, labels, query, np.array([[0, 1]]), np.zeros((1, 2), np.int64))
     learner = ProtoNet(Identity(), {"w": Tensor(np.zeros(2), requires_grad=True)})
-    logits = learner.logits(learner.params, batch, mode="test").data[0]
+    logits = host(learner.logits(learner.params, batch, mode="test"))[0]
     # c₀ = mean((0,0), (2,0)) = (1, 0); c₁ = (0, 4)
     expected = -np.array([[(1 - 1) ** 2 + (1 - 0) ** 2, (1 - 0) ** 2 + (1 - 4) ** 2],
                           [(0 - 1) ** 2 + (3 - 0) ** 2, (0 - 0) ** 2 + (3 - 4) ** 2]])
@@ -45,8 +46,8 @@ def test_squared_distances_first_and_second_order():
     rng = np.random.default_rng(0)
     q = Tensor(rng.standard_normal((2, 3, 4)), requires_grad=True)
     c = Tensor(rng.standard_normal((2, 5, 4)), requires_grad=True)
-    d = squared_distances(q, c).data
-    brute = ((q.data[:, :, None, :] - c.data[:, None, :, :]) ** 2).sum(-1)
+    d = host(squared_distances(q, c))
+    brute = ((host(q)[:, :, None, :] - host(c)[:, None, :, :]) ** 2).sum(-1)
     np.testing.assert_allclose(d, brute, rtol=1e-12, atol=1e-12)
     gradcheck(squared_distances, [q, c])
 
@@ -62,7 +63,7 @@ def test_loss_gradient_matches_finite_differences():
     difference step: the check is of the prototype loss itself."""
     model = MLP([5, 6, 4], activation="tanh")
     params = model.init(np.random.default_rng(1), dtype=np.float64)
-    params = {k: Tensor(v.data * 50, requires_grad=True) for k, v in params.items()}   # not tiny
+    params = {k: Tensor(host(v) * 50, requires_grad=True) for k, v in params.items()}   # not tiny
     vectors = np.random.default_rng(0).standard_normal((6, 5, 5))
     batch = EpisodeSampler(vectors, 3, 2, 2, rng=0, dtype=np.float64).sample_batch(2)
     learner = ProtoNet(model, params)
@@ -72,7 +73,7 @@ def test_loss_gradient_matches_finite_differences():
         return learner.meta_loss_of(dict(zip(names, values)), batch)
     gradcheck(loss, [params[k] for k in names])
     value, grads = learner.meta_gradients(batch)
-    assert float(value.data) == pytest.approx(float(loss(*[params[k] for k in names]).data), rel=1e-12)
+    assert float(host(value)) == pytest.approx(float(host(loss(*[params[k] for k in names]))), rel=1e-12)
 
 
 def test_one_model_serves_other_ways_and_shots_and_never_changes_in_evaluation():

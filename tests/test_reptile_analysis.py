@@ -22,6 +22,7 @@ from hypothesis import assume, given, settings, strategies as st
 
 from autograd import Tensor, grad, hvp
 from autograd import functional as F
+from helpers import host
 from tinymeta.algorithms import MAML
 from tinymeta.models import MLP
 from tinymeta.tasks import SinusoidTasks
@@ -39,8 +40,7 @@ def layout(params):
 
 
 def flatten(params, names):
-    return np.concatenate([np.ravel(params[k].data if isinstance(params[k], Tensor) else params[k])
-                           for k in names])
+    return np.concatenate([np.ravel(host(params[k])) for k in names])
 
 
 def unflatten(flat, names, shapes, sizes):
@@ -68,13 +68,13 @@ def problem(seed, hidden, depth, shots, init_std):
 
 def flat_grad(f, theta):
     t = Tensor(theta, requires_grad=True)
-    return grad(f(t), t).data
+    return host(grad(f(t), t))
 
 
 def meta_grad(model, params, batch, alpha, first_order, names):
     learner = MAML(model, params, F.mse_loss, inner_lr=alpha, inner_steps=1, first_order=first_order)
     _, grads = learner.meta_gradients(batch)
-    return flatten({k: g.data for k, g in grads.items()}, names)
+    return flatten({k: host(g) for k, g in grads.items()}, names)
 
 
 problems = dict(seed=st.integers(0, 2**31 - 1), hidden=st.integers(2, 6), depth=st.integers(1, 2),
@@ -90,14 +90,14 @@ def test_maml_gradient_is_fomaml_minus_hessian_correction(seed, hidden, depth, s
 
     # the helper is a faithful view of the parameters
     back = unflatten(theta, names, shapes, sizes)
-    assert all(np.array_equal(back[k], params[k].data) for k in names)
+    assert all(np.array_equal(back[k], host(params[k])) for k in names)
 
     g_maml = meta_grad(model, params, batch, alpha, False, names)
     g_fo = meta_grad(model, params, batch, alpha, True, names)
     _, (h0_gfo,) = hvp(support, [theta], [g_fo])                      # H₀⁽⁰⁾ g_FOMAML
-    predicted = g_fo - alpha * h0_gfo.data
+    predicted = g_fo - alpha * host(h0_gfo)
     scale = np.abs(g_maml).max()
-    correction = np.abs(alpha * h0_gfo.data).max()
+    correction = np.abs(alpha * host(h0_gfo)).max()
     assume(correction > 1e-6 * scale)         # otherwise the identity would hold vacuously
     err = np.abs(g_maml - predicted).max() / scale
     assert err <= EXACT_RTOL, f"g_MAML vs g_FO − α H g_FO: relative error {err:.2e}"
@@ -122,7 +122,7 @@ def test_fomaml_gradient_expansion_remainder_is_second_order(seed, hidden, depth
     remainders = []
     for a in alphas:
         g_fo = meta_grad(model, params, batch, a, True, names)
-        remainders.append(np.linalg.norm(g_fo - (g0_query - a * h1_g0.data)))
+        remainders.append(np.linalg.norm(g_fo - (g0_query - a * host(h1_g0))))
     remainders = np.array(remainders)
     rounding = 1e-16 * max(np.linalg.norm(g0_query), 1.0) * np.sqrt(theta.size)
     assume(remainders[-1] > 1e4 * rounding)   # a curvature-free draw would measure only rounding
@@ -132,5 +132,5 @@ def test_fomaml_gradient_expansion_remainder_is_second_order(seed, hidden, depth
     assert 1.8 <= slope <= 2.2, f"remainder slope {slope:.3f}, remainders {remainders}"
     assert ratios.max() / ratios.min() < 1.5, f"r(α)/α² not bounded: {ratios}"
     # and the first-order term matters: without it the error would be O(α), not O(α²)
-    first = np.linalg.norm(alphas[-1] * h1_g0.data)
+    first = np.linalg.norm(alphas[-1] * host(h1_g0))
     assert first > 10 * remainders[-1] or first < 1e-12

@@ -13,6 +13,14 @@
 import numpy as np
 
 from tinymeta.rl import Episodes, LinearFeatureBaseline, advantages, discounted_returns, features
+import os
+
+import pytest
+
+# The RL code runs on the NumPy backend only (MAMLRL refuses another in one sentence).
+pytestmark = pytest.mark.skipif(os.environ.get("TINYMETA_BACKEND", "numpy") != "numpy",
+                                reason="MAML-RL runs on the numpy backend only")
+
 
 
 def random_episodes(rng, T=3, N=4, H=6, S=2, ended=True):

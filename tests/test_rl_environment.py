@@ -11,6 +11,12 @@ import numpy as np
 import pytest
 
 from tinymeta.rl import GaussianMLPPolicy, GoalSampler, PointNavigation, discounted_returns, rollout
+import os
+
+# The RL code runs on the NumPy backend only (MAMLRL refuses another in one sentence).
+pytestmark = pytest.mark.skipif(os.environ.get("TINYMETA_BACKEND", "numpy") != "numpy",
+                                reason="MAML-RL runs on the numpy backend only")
+
 
 ATOL = 1e-12
 

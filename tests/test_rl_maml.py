@@ -18,6 +18,12 @@ import pytest
 from autograd import grad
 from tinymeta.algorithms import MAMLRL
 from tinymeta.rl import GaussianMLPPolicy, GoalBatch, GoalSampler, PointNavigation, flatten, unflatten
+import os
+
+# The RL code runs on the NumPy backend only (MAMLRL refuses another in one sentence).
+pytestmark = pytest.mark.skipif(os.environ.get("TINYMETA_BACKEND", "numpy") != "numpy",
+                                reason="MAML-RL runs on the numpy backend only")
+
 
 H = 1e-6
 RTOL = 1e-6

@@ -15,6 +15,11 @@ import pytest
 from experiments import navigation
 from tinymeta import checkpoint
 
+# The RL code runs on the NumPy backend only (MAMLRL refuses another in one sentence).
+pytestmark = pytest.mark.skipif(os.environ.get("TINYMETA_BACKEND", "numpy") != "numpy",
+                                reason="MAML-RL runs on the numpy backend only")
+
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--hidden", "8", "--trajectories", "3", "--meta-batch", "2", "--horizon", "10", "--val-tasks", "2",
         "--val-every", "2", "--checkpoint-every", "2", "--test-trajectories", "3", "--quiet"]

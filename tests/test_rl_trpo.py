@@ -22,6 +22,12 @@ from autograd import Tensor, grad, gradcheck, gradgradcheck
 from tinymeta.algorithms import MAMLRL
 from tinymeta.rl import (TRPO, GaussianMLPPolicy, GoalSampler, PointNavigation, conjugate_gradient,
                          flatten, gaussian_kl, gaussian_log_prob, unflatten)
+import os
+
+# The RL code runs on the NumPy backend only (MAMLRL refuses another in one sentence).
+pytestmark = pytest.mark.skipif(os.environ.get("TINYMETA_BACKEND", "numpy") != "numpy",
+                                reason="MAML-RL runs on the numpy backend only")
+
 
 H = 1e-6
 RTOL = 1e-6

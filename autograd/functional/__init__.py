@@ -8,5 +8,7 @@ from .linear import linear
 from .conv import conv2d, conv2d_grouped, im2col, col2im
 from .pooling import max_pool2d
 from .batchnorm import batch_norm, batch_norm_relu
-from .losses import cross_entropy, mse_loss
+from .losses import Labels, cross_entropy, mse_loss
 from ..ops import relu, softmax, log_softmax
+from .recurrent import lstm_cell, lstm, bidirectional_lstm, lstm_parameters
+from .memory import content_weights, read, least_used, lrua_write, usage_update

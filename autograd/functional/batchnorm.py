@@ -21,6 +21,16 @@ from ..ops.unary import ReLUGrad
 from ..tensor import Tensor
 
 
+def _updatable(op, running_mean, running_var):
+    """Running statistics are updated in place, so they must be arrays of the active
+    backend: a NumPy array cannot take a device result in place, nor the other way round."""
+    for name, a in (("running_mean", running_mean), ("running_var", running_var)):
+        if not isinstance(a, backend.xp.ndarray):
+            raise TypeError(f"{op}: {name} is a {type(a).__module__}.{type(a).__name__} but the active "
+                            f"backend is {backend.name}, so it cannot be updated in place; make the "
+                            f"running statistics on this backend (autograd.backend.from_numpy)")
+
+
 def batch_norm(x, gamma, beta, eps=1e-5, running_mean=None, running_var=None, training=True,
                momentum=0.1, tasks=False, channel_axis=None):
     """Normalise x per channel (axis 1: x (N, C) or (N, C, H, W)).
@@ -51,6 +61,7 @@ def batch_norm(x, gamma, beta, eps=1e-5, running_mean=None, running_var=None, tr
         d = x - mu                                              # x − μ_B, computed once
         sigma2 = mean(d * d, axes, keepdims=True)               # σ²_B
         if running_mean is not None:
+            _updatable("batch_norm", running_mean, running_var)
             n = x.size // mu.size
             with no_grad():                     # one update per task, in order, as a loop would
                 for m, v in zip(mu.data.reshape(-1, C), sigma2.data.reshape(-1, C) * (n / max(n - 1, 1))):
@@ -190,6 +201,8 @@ def batch_norm_relu(x, gamma, beta, eps=1e-5, running_mean=None, running_var=Non
     if x.ndim < 3 or tuple(gamma.shape) != tuple(x.shape[:2]) or tuple(beta.shape) != tuple(x.shape[:2]):
         raise ValueError(f"batch_norm_relu: expected x (T, C, ...) with gamma and beta (T, C); got x "
                          f"{tuple(x.shape)}, gamma {tuple(gamma.shape)}, beta {tuple(beta.shape)}")
+    if running_mean is not None:
+        _updatable("batch_norm_relu", running_mean, running_var)
     node = BatchNormReLU(eps)
     y = node(x, gamma, beta)
     if running_mean is not None:

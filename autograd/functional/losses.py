@@ -1,9 +1,48 @@
-"""Losses. cross_entropy is written through log_softmax, i.e. log-sum-exp, so it is stable
-for large logits."""
+"""Losses, and ``Labels``. cross_entropy is written through log_softmax, i.e. log-sum-exp,
+so it is stable for large logits; it checks that every label names a class, which for
+``Labels`` costs no read from the device."""
+import numpy
+
 from .. import backend
 from ..ops import log_softmax, mean, sum
 from ..ops._operands import as_tensor
 from ..tensor import Tensor, as_array
+
+
+class Labels(Tensor):
+    """Integer class labels that know their smallest and largest value.
+
+    The two numbers are read where the labels are made, on the host before the array goes to
+    the device (a learner's ``inputs``), so ``cross_entropy`` checks the range without
+    waiting for the device. Indexing a Labels gives a plain Tensor, whose range is read
+    again where it is used.
+    """
+    __slots__ = ("low", "high")
+
+    def __init__(self, labels):
+        y = _array(labels)
+        if y.dtype.kind not in "iu":
+            raise TypeError(f"Labels: class labels must be integers, got {y.dtype}")
+        self.low, self.high = _range(y)
+        super().__init__(y)                                       # to the device, once
+
+
+def _array(labels):
+    """The array of a Tensor, an array as it is, anything else (lists) as a host array."""
+    if isinstance(labels, Tensor):
+        return labels.data
+    return labels if hasattr(labels, "dtype") else numpy.asarray(labels)
+
+
+def _range(y):
+    """(smallest, largest) entry of an integer array, (0, −1) when empty: read where the
+    array is on the host, else one device reduction and one transfer."""
+    if y.size == 0:
+        return 0, -1
+    if isinstance(y, numpy.ndarray):
+        return int(y.min()), int(y.max())
+    low, high = backend.to_numpy(backend.xp.stack([y.min(), y.max()]))   # the one sync
+    return int(low), int(high)
 
 
 def _reduce(op, per_example, reduction):
@@ -20,16 +59,17 @@ def cross_entropy(logits, labels, reduction="mean"):
     """−log softmax(logits)[label], for logits (..., N, classes) and integer labels (..., N)."""
     xp = backend.xp
     logits = as_tensor("cross_entropy", logits)
-    y = labels.data if isinstance(labels, Tensor) else xp.asarray(labels)
+    y = _array(labels)
     if y.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy: labels must be integers, got {y.dtype}")
     if logits.ndim < 2 or tuple(y.shape) != tuple(logits.shape[:-1]):
         raise ValueError(f"cross_entropy: labels of shape {tuple(y.shape)} do not match logits "
                          f"{tuple(logits.shape)} (expected labels of shape {tuple(logits.shape[:-1])})")
     classes = logits.shape[-1]
-    if y.size and (int(y.min()) < 0 or int(y.max()) >= classes):
-        raise ValueError(f"cross_entropy: labels must lie in [0, {classes}), got values in "
-                         f"[{int(y.min())}, {int(y.max())}]")
+    low, high = (labels.low, labels.high) if isinstance(labels, Labels) else _range(y)
+    if y.size and (low < 0 or high >= classes):
+        raise ValueError(f"cross_entropy: labels must lie in [0, {classes}), got values in [{low}, {high}]")
+    y = backend.from_numpy(y)                                             # checked, then moved
     onehot = (y[..., None] == xp.arange(classes)).astype(logits.dtype)    # a constant selector
     nll = -sum(log_softmax(logits, axis=-1) * Tensor.constant(onehot), axis=-1)   # −log p(y|x)
     return _reduce("cross_entropy", nll, reduction)

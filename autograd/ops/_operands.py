@@ -27,7 +27,12 @@ def _is_number(x):
 
 
 def _constant(value, dtype):
-    return Tensor.constant(backend.xp.asarray(value, dtype=dtype))
+    """A number as a 0-d constant. On a GPU it is made by a fill kernel, not copied from host
+    memory: a copy is a transfer at every use, and cannot be recorded into a CUDA graph."""
+    xp = backend.xp
+    if xp is numpy:
+        return Tensor.constant(numpy.asarray(value, dtype=dtype))
+    return Tensor.constant(xp.full((), value, dtype=dtype))
 
 
 def binary_operands(op, a, b):

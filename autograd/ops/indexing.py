@@ -9,20 +9,71 @@ from ..tensor import Tensor
 from ._operands import as_tensor, binary_operands, broadcast_error, operands
 
 
-def _raw_index(index):
-    """Index with Tensors replaced by their arrays (integer arrays and bool masks are constants)."""
-    if isinstance(index, tuple):
-        return tuple(_raw_index(i) for i in index)
-    if isinstance(index, Tensor):
-        return index.data
-    if isinstance(index, list):
-        return backend.xp.asarray(index)
-    return index
+def _is_array(part):
+    return hasattr(part, "shape") and not isinstance(part, numpy.generic)
 
 
 def _is_basic(index):
     parts = index if isinstance(index, tuple) else (index,)
     return all(p is None or p is Ellipsis or isinstance(p, (int, slice)) for p in parts)
+
+
+def _axes(parts, ndim):
+    """The axis of x at which each index part starts: None and Ellipsis take none (Ellipsis
+    stands for the axes nothing else takes), a boolean mask takes its ndim, the rest one."""
+    width = [0 if p is None or p is Ellipsis else p.ndim if _is_array(p) and p.dtype == bool else 1
+             for p in parts]
+    axis, starts = 0, []
+    for p, w in zip(parts, width):
+        starts.append(axis)
+        axis += ndim - sum(width) if p is Ellipsis else w
+    return starts
+
+
+def _out_of_range(op, lo, hi, axis, shape):
+    n = shape[axis]
+    return IndexError(f"{op}: an integer index array with values in [{lo}, {hi}] does not fit shape "
+                      f"{tuple(shape)} on axis {axis} (valid: {-n} to {n - 1})")
+
+
+def _check_range(op, parts, shape):
+    """Refuse integer index arrays with entries outside [−n, n) for the axis they index:
+    NumPy raises there, CuPy would wrap them around silently. Host arrays are checked on the
+    host; device arrays with one reduction and one device→host transfer for all of them."""
+    on_device = []
+    for p, axis in zip(parts, _axes(parts, len(shape))):
+        if not _is_array(p) or p.dtype.kind not in "iu" or p.size == 0 or axis >= len(shape):
+            continue                                 # too many indices: the array library says so
+        n = shape[axis]
+        if isinstance(p, numpy.ndarray):
+            lo, hi = int(p.min()), int(p.max())
+            if lo < -n or hi >= n:
+                raise _out_of_range(op, lo, hi, axis, shape)
+        else:
+            on_device.append((p, axis, n))
+    if on_device:
+        bad = [((p < -n) | (p >= n)).any() for p, _, n in on_device]
+        if bool(backend.xp.stack(bad).any()):        # the one sync
+            for p, axis, n in on_device:
+                lo, hi = int(p.min()), int(p.max())
+                if lo < -n or hi >= n:
+                    raise _out_of_range(op, lo, hi, axis, shape)
+
+
+def _prepared_index(op, index, shape):
+    """``index`` as the node keeps it: Tensors replaced by their arrays, lists made arrays,
+    integer arrays checked against ``shape``, index arrays moved to the active backend once
+    (the node's backward and its backward reuse that copy)."""
+    def part(p):
+        if isinstance(p, Tensor):
+            p = p.data
+        if isinstance(p, list):
+            p = numpy.asarray(p)
+        return p
+    parts = tuple(part(p) for p in (index if isinstance(index, tuple) else (index,)))
+    _check_range(op, parts, shape)
+    parts = tuple(backend.from_numpy(p) if _is_array(p) else p for p in parts)
+    return parts if isinstance(index, tuple) else parts[0]
 
 
 class GetItem(Function):
@@ -37,7 +88,7 @@ class GetItem(Function):
             raise IndexError(f"getitem: index {self.index!r} does not fit shape {tuple(x.shape)}: {e}") from None
 
     def backward(self, gy):
-        return (scatter_add(gy, self.index, self.in_shape),)
+        return (ScatterAdd(self.index, self.in_shape)(gy),)
 
 
 class ScatterAdd(Function):
@@ -51,23 +102,21 @@ class ScatterAdd(Function):
         out = xp.zeros(self.shape, dtype=g.dtype)
         if _is_basic(self.index):
             out[self.index] = g                      # a slice: no repeated positions
-        elif backend.name == "cupy":
-            import cupyx
-            cupyx.scatter_add(out, self.index, g)
         else:
             xp.add.at(out, self.index, g)            # integer arrays may repeat positions
         return out
 
     def backward(self, gy):
-        return (getitem(gy, self.index),)
+        return (GetItem(self.index)(gy),)
 
 
 def getitem(x, index):
-    return GetItem(_raw_index(index))(as_tensor("getitem", x))
+    x = as_tensor("getitem", x)
+    return GetItem(_prepared_index("getitem", index, x.shape))(x)
 
 
 def scatter_add(g, index, shape):
-    return ScatterAdd(_raw_index(index), shape)(as_tensor("scatter_add", g))
+    return ScatterAdd(_prepared_index("scatter_add", index, tuple(shape)), shape)(as_tensor("scatter_add", g))
 
 
 class Concatenate(Function):

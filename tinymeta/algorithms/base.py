@@ -29,6 +29,11 @@ pass: batch statistics; a non-transductive batch-norm updates its running statis
 ``"test"`` (meta-test: running statistics where the model keeps them, nothing updated). So
 ``step`` is the only method that changes model state; ``adapt`` and ``evaluate`` never do.
 
+**Per-step layers.** A model with ``per_step = True`` (MAML++'s per-step batch-norm in
+``Conv4(bn_steps=S)``) is also told the inner step: the support pass of inner step k
+(k = 0, 1, …) runs with ``step=k`` and the query pass after k ≥ 1 steps with ``step=k − 1``
+(after 0 steps: 0), as in Antoniou et al.'s code; other models never see ``step``.
+
 A *task batch* is any object with ``support_x, support_y, query_x, query_y`` arrays whose
 leading axis indexes the T tasks (see ``tinymeta.tasks``). Two ways to run it, with equal
 results (the tests check it to 1e-10):
@@ -44,6 +49,7 @@ import math
 import numpy as np
 
 from autograd import Tensor, backend, grad, no_grad
+from autograd.functional import Labels
 from autograd.ops import mean, stack, sub_scaled, sum as tsum
 
 from ..optim import Adam
@@ -87,22 +93,24 @@ class MetaLearner:
         """One meta-iteration. Raises NonFiniteError, leaving every parameter as it was,
         when the loss or a gradient is not finite."""
         loss, grads = self.meta_gradients(batch)
-        value = self.check_finite(loss, grads)
+        metrics = self.check_finite(loss, grads)
         self.optimizer.step(grads)
-        return {"loss": value, **self.last_metrics}
+        return metrics
 
     def check_finite(self, loss, grads):
-        """The meta-loss as a float, after checking that it and every meta-gradient exist and
-        are finite (RuntimeError, NonFiniteError otherwise)."""
+        """{"loss": float, **last_metrics as floats}, read from the device in one transfer,
+        after checking that the loss and every meta-gradient exist and are finite
+        (RuntimeError, NonFiniteError otherwise)."""
         missing = [k for k, g in grads.items() if g is None]
         if missing:
             raise RuntimeError(f"{type(self).__name__}: parameters {missing} received no meta-gradient")
-        value = float(loss.data)
-        bad = [k for k, g in grads.items() if not bool(backend.xp.isfinite(g.data).all())]
-        if not math.isfinite(value) or bad:
-            what = f"meta-loss {value}" if not math.isfinite(value) else f"meta-gradient of {bad}"
+        metrics, finite = read_back({"loss": loss.data, **self.last_metrics},
+                                    [backend.xp.isfinite(g.data).all() for g in grads.values()])
+        bad = [k for k, ok in zip(grads, finite) if not ok]
+        if not math.isfinite(metrics["loss"]) or bad:
+            what = f"meta-loss {metrics['loss']}" if not math.isfinite(metrics["loss"]) else f"meta-gradient of {bad}"
             raise NonFiniteError(f"{type(self).__name__}: {what} is not finite")
-        return value
+        return metrics
 
     def adapt(self, batch, steps, inner_lr=None):
         """Each task's fast weights after ``steps`` meta-test steps on its support set
@@ -136,7 +144,7 @@ class MetaLearner:
             ls, acc = [], []
             for fast in self.adapt_steps(fast0, x_s, y_s, steps, inner_lr):
                 with no_grad():
-                    out = self.model(fast, x_q, mode="test")
+                    out = self.forward(fast, x_q, "test", query_step(len(ls)))
                     ls.append(backend.to_numpy(self.task_losses_from(out, y_q, fast).data))
                 if classification:
                     acc.append(backend.to_numpy(accuracy(out.data, y_q.data)))
@@ -172,10 +180,13 @@ class MetaLearner:
 
     # --- data ---------------------------------------------------------------------------
     def inputs(self, batch, which):
+        """(x, y) of the batch's support or query sets as constants on the active backend.
+        Integer y are class ``Labels``, their range read here, once, before they are moved."""
         x = as_tensor(getattr(batch, which + "_x"), self.dtype)
-        y = backend.from_numpy(getattr(batch, which + "_y"))
-        y = as_tensor(y) if y.dtype.kind in "iu" else as_tensor(y, self.dtype)
-        return x, y
+        y = getattr(batch, which + "_y")
+        if isinstance(y, Labels):
+            return x, y
+        return x, Labels(y) if y.dtype.kind in "iu" else as_tensor(y, self.dtype)
 
     @staticmethod
     def n_tasks(batch):
@@ -186,9 +197,15 @@ class MetaLearner:
         return broadcast_to_tasks(params, T) if self.batched else params
 
     # --- losses -------------------------------------------------------------------------
-    def task_losses(self, params, x, y, mode="train"):
+    def forward(self, params, x, mode, step=None):
+        """f_θ(x); a model with per-step layers also gets the inner step (see above)."""
+        if step is not None and getattr(self.model, "per_step", False):
+            return self.model(params, x, mode=mode, step=step)
+        return self.model(params, x, mode=mode)
+
+    def task_losses(self, params, x, y, mode="train", step=None):
         """L_T(f_θ) per task: shape (T,) with a task axis, a scalar without."""
-        return self.task_losses_from(self.model(params, x, mode=mode), y, params)
+        return self.task_losses_from(self.forward(params, x, mode, step), y, params)
 
     def task_losses_from(self, out, y, params):
         per_example = self.loss_fn(out, y, reduction="none")
@@ -200,14 +217,14 @@ class MetaLearner:
         k = next(iter(self.params))
         return params[k].ndim == self.params[k].ndim + 1
 
-    def query_loss(self, fast, xq, yq):
+    def query_loss(self, fast, xq, yq, step=None):
         """(1/T) Σᵢ L_Tᵢ(f_θ'ᵢ) on the query sets, in ``"train"`` mode; remembers the training
         accuracy of this pass (classification) for ``step``'s metrics."""
-        out = self.model(fast, xq, mode="train")
+        out = self.forward(fast, xq, "train", step)
         losses = self.task_losses_from(out, yq, fast)
         self.last_metrics = {}
         if yq.dtype.kind in "iu":
-            self.last_metrics["accuracy"] = float(backend.to_numpy(accuracy(out.data, yq.data)).mean())
+            self.last_metrics["accuracy"] = accuracy(out.data, yq.data).mean()   # on the device: step reads it
         return mean(losses)
 
     # --- the inner loop -----------------------------------------------------------------
@@ -217,15 +234,20 @@ class MetaLearner:
     def step_size(self, name):
         raise NotImplementedError
 
-    def inner_update(self, fast, x, y, create_graph, mode="adapt", inner_lr=None):
+    def step_size_at(self, name, step):
+        """α of inner step ``step`` (MAML++ learns one per step); by default ``step_size``."""
+        return self.step_size(name)
+
+    def inner_update(self, fast, x, y, create_graph, mode="adapt", inner_lr=None, step=None):
         """One gradient step of every task on its support set: θ' = θ − α ∇θ L_T(f_θ)."""
-        losses = self.task_losses(fast, x, y, mode)
+        losses = self.task_losses(fast, x, y, mode, step)
         total = tsum(losses) if losses.ndim else losses      # Σ_t L_t: slice t of ∇ is ∇L_t
         names = self.adapted_names()
         grads = grad(total, [fast[k] for k in names], create_graph=create_graph)
         new = dict(fast)
         for k, g in zip(names, grads):
-            alpha = self.step_size(k) if inner_lr is None else float(inner_lr)
+            alpha = float(inner_lr) if inner_lr is not None else (
+                self.step_size(k) if step is None else self.step_size_at(k, step))
             if isinstance(alpha, float):
                 new[k] = sub_scaled(fast[k], g, alpha)         # θ' = θ − α ∇θ L_Ti(fθ), one node
             else:
@@ -235,17 +257,35 @@ class MetaLearner:
     def inner_loop(self, fast, x, y, steps, create_graph, mode="adapt"):
         """θ'ᵢ after ``steps`` inner updates (meta-training: the graph is kept when
         ``create_graph``)."""
-        for _ in range(steps):
-            fast = self.inner_update(fast, x, y, create_graph, mode)
+        for k in range(steps):
+            fast = self.inner_update(fast, x, y, create_graph, mode, step=k)
         return fast
 
     def adapt_steps(self, fast, x, y, steps, inner_lr=None):
         """Yield the fast weights after 0, 1, …, ``steps`` meta-test steps (no graph kept)."""
         yield fast
-        for _ in range(steps):
+        for k in range(steps):
             fast = detached(self.inner_update(fast, x, y, create_graph=False, mode="test",
-                                              inner_lr=inner_lr))
+                                              inner_lr=inner_lr, step=k))
             yield fast
+
+
+def query_step(k):
+    """The per-step layers' index of the query pass after k inner steps."""
+    return max(k - 1, 0)
+
+
+def read_back(values, flags):
+    """({name: float}, [bool]) of device scalars (and numbers) and device booleans, brought
+    to the host in one transfer: the only time a training step waits for the device."""
+    xp = backend.xp
+    on_device = [k for k, v in values.items() if hasattr(v, "dtype")]
+    packed = [xp.asarray(values[k], dtype=xp.float64).reshape(()) for k in on_device]
+    packed += [xp.asarray(f, dtype=xp.float64).reshape(()) for f in flags]
+    host = backend.to_numpy(xp.stack(packed)) if packed else np.zeros(0)
+    read = dict(zip(on_device, host))
+    numbers = {k: float(read[k] if k in read else v) for k, v in values.items()}
+    return numbers, [bool(v) for v in host[len(on_device):]]
 
 
 def accuracy(logits, labels):

@@ -86,6 +86,9 @@ class MAMLRL(MetaLearner):
                  baseline=None, optimizer=None):
         if inner_steps < 0:
             raise ValueError(f"MAMLRL: inner_steps must be >= 0, got {inner_steps}")
+        if backend.name != "numpy":
+            raise NotImplementedError(f"MAMLRL runs on the numpy backend only (the environment and "
+                                      f"trajectories are NumPy arrays on the host), not {backend.name}")
         self.env, self.inner_lr, self.inner_steps = env, float(inner_lr), int(inner_steps)
         self.later_inner_lr = self.inner_lr / 2 if later_inner_lr is None else float(later_inner_lr)
         self.trajectories, self.test_trajectories = int(trajectories), int(test_trajectories)
@@ -213,7 +216,7 @@ class MAMLRL(MetaLearner):
         fast = self.adapted(self.params, exploration, create_graph=not self.first_order)
         surrogate, kl, old = self.objective(fast, exploration.data)
         grads = dict(zip(names, grad(surrogate, theta)))
-        loss_before = self.check_finite(surrogate, grads)
+        loss_before = self.check_finite(surrogate, grads)["loss"]
         fisher_product = self.fisher_product(exploration, old)
 
         def loss_and_kl():

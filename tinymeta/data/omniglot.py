@@ -18,8 +18,9 @@ Preprocessing (identical for both sources)
 2. *Resize* from 105x105 to ``size x size`` by **area averaging** (a box filter): each
    output pixel is the mean of the input area it covers, with fractional pixels at the
    borders weighted by their overlap. Written as two matrix products,
-   ``out = R @ image @ R.T`` with ``R`` the ``[size, 105]`` matrix of overlaps, the whole
-   dataset resizes in about a second. We chose it over Pillow's LANCZOS, the filter used
+   ``out = R @ image @ R.T`` with ``R`` the ``[size, 105]`` matrix of overlaps
+   (:mod:`tinymeta.data.images`, shared by every dataset), the whole dataset resizes in
+   about a second. We chose it over Pillow's LANCZOS, the filter used
    by the original MAML code, because it is linear with non-negative weights that sum
    to one: inversion and resizing commute, results stay inside ``[0, 1]`` with no
    ringing, and nothing is rounded back to 8 bits. Values therefore differ slightly
@@ -46,19 +47,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
-import os
 import pathlib
 import re
-import tempfile
 import warnings
 import zipfile
 import zlib
 from typing import Dict, List, Optional
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
+from tinymeta.data.files import file_sha256, write_npz_atomically
+from tinymeta.data.images import area_resize_matrix, check_size, decode_image, resize_area  # noqa: F401
 from tinymeta.data.paths import DataError, PathLike, cache_dir, resolve_data_dir
 
 #: File name of each Omniglot set, keyed by the value stored in ``data["source"]``.
@@ -73,8 +72,6 @@ REQUIRED_KEYS = ("images", "alphabet", "character")
 
 # Bump when the preprocessing changes, so stale caches are not reused.
 _CACHE_VERSION = 1
-# Images converted to float at a time while resizing (about 45 MB of float32).
-_RESIZE_CHUNK = 1024
 
 
 # --------------------------------------------------------------------------- locating
@@ -98,55 +95,19 @@ def omniglot_dir(data_dir: Optional[PathLike] = None) -> pathlib.Path:
 # ------------------------------------------------------------------------ preprocessing
 
 
-def area_resize_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """Return the ``[n_out, n_in]`` area-averaging (box filter) matrix.
-
-    Output pixel ``i`` covers the input interval ``[i * n_in / n_out, (i + 1) * n_in / n_out)``;
-    entry ``(i, j)`` is the length of its overlap with input pixel ``[j, j + 1)``, divided
-    by the interval's length. Every row is non-negative and sums to one.
-    """
-    scale = n_in / n_out
-    edges = np.arange(n_out + 1) * scale
-    lo, hi = edges[:-1, None], edges[1:, None]
-    j = np.arange(n_in)[None, :]
-    overlap = np.clip(np.minimum(hi, j + 1) - np.maximum(lo, j), 0.0, None)
-    return overlap / scale
-
-
 def preprocess_drawings(images: np.ndarray, size: int) -> np.ndarray:
     """Invert and area-resize uint8 drawings ``[..., H, W]`` to float32 ``[..., size, size]``.
 
     Input follows the file convention (0 = ink, 255 = paper); output has ink = 1.0,
     paper = 0.0, values in ``[0, 1]``. See the module docstring for the choice of filter.
     """
-    _check_size(size)
     if images.dtype != np.uint8 or images.ndim < 2:
         raise DataError(
             f"preprocess_drawings expects uint8 images [..., H, W], got {images.dtype} "
             f"with shape {images.shape}"
         )
-    *lead, height, width = images.shape
-    flat = images.reshape(-1, height, width)
-    rows = area_resize_matrix(height, size).astype(np.float32)  # [size, H]
-    cols = area_resize_matrix(width, size).astype(np.float32)  # [size, W]
-    out = np.empty((len(flat), size, size), dtype=np.float32)
-    for start in range(0, len(flat), _RESIZE_CHUNK):
-        chunk = flat[start : start + _RESIZE_CHUNK]
-        n = len(chunk)
-        ink = 1.0 - chunk.astype(np.float32) * np.float32(1.0 / 255.0)
-        # Resize along the width: one big GEMM, [n*H, W] @ [W, size] -> [n, H, size].
-        half = (ink.reshape(n * height, width) @ cols.T).reshape(n, height, size)
-        # Resize along the height the same way on the transposed stack:
-        # [n*size, H] @ [H, size] -> [n, size (width), size (height)], then transpose back.
-        half_t = np.ascontiguousarray(half.transpose(0, 2, 1)).reshape(n * size, height)
-        out[start : start + n] = (half_t @ rows.T).reshape(n, size, size).transpose(0, 2, 1)
-    np.clip(out, 0.0, 1.0, out=out)  # only rounding error can leave [0, 1]
-    return out.reshape(*lead, size, size)
+    return resize_area(images, size, invert=True)
 
-
-def _check_size(size: int) -> None:
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise ValueError(f"size must be a positive int, got {size!r}")
 
 
 def _check_paper_is_white(images: np.ndarray, where: str) -> None:
@@ -208,21 +169,13 @@ def _read_source_npz(path: pathlib.Path) -> Dict[str, np.ndarray]:
     return arrays
 
 
-def _file_sha256(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # ------------------------------------------------------------------------------ caching
 
 
 def _cache_file(source_paths: List[pathlib.Path], size: int) -> pathlib.Path:
     key = hashlib.sha256(f"omniglot-v{_CACHE_VERSION}-size{size}".encode())
     for path in source_paths:
-        key.update(_file_sha256(path).encode())
+        key.update(file_sha256(path).encode())
     return cache_dir() / f"omniglot_{size}px_{key.hexdigest()[:16]}.npz"
 
 
@@ -246,25 +199,12 @@ def _read_cache(path: pathlib.Path, size: int) -> Optional[Dict[str, np.ndarray]
 
 
 def _write_cache_atomically(path: pathlib.Path, data: Dict[str, np.ndarray]) -> None:
-    """Write ``data`` to ``path`` via a temporary file and ``os.replace``.
-
-    Readers therefore see either no file or a complete one, even with concurrent
-    writers. Failing to write the cache only warns: it is an optimisation.
-    """
-    tmp_name = None
+    """Write the cache (compressed: about 8 MB instead of 100 MB at size 28, most pixels
+    are 0) atomically. Failing to write it only warns: it is an optimisation."""
     try:
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            # Compressed: about 8 MB instead of 100 MB at size 28 (most pixels are 0),
-            # for about 0.2 s more per load.
-            np.savez_compressed(f, **data)
-        os.replace(tmp_name, path)
-        tmp_name = None
+        write_npz_atomically(path, data, compress=True)
     except OSError as err:
         warnings.warn(f"Could not write the Omniglot cache {path} ({err}); continuing without it.")
-    finally:
-        if tmp_name is not None and os.path.exists(tmp_name):
-            os.remove(tmp_name)
 
 
 # ------------------------------------------------------------------------------ loading
@@ -292,14 +232,15 @@ def load_omniglot(data_dir: Optional[PathLike] = None, size: int = 28, cache: bo
         DataError: a file is missing, truncated, corrupt or has the wrong keys, dtype or
             shape, or a character (alphabet, character) appears twice.
     """
-    _check_size(size)
+    check_size(size)
     folder = omniglot_dir(data_dir)
     source_paths = [folder / name for name in SOURCE_FILES.values()]
     for path in source_paths:
         if not path.is_file():
             raise DataError(
                 f"Omniglot file not found: {path} (expected {', '.join(SOURCE_FILES.values())} "
-                f"in {folder})."
+                f"in {folder}; make them from the official zips with: python -m tinymeta.data.prepare "
+                f"omniglot ZIP_DIR --out {folder.parent})."
             )
 
     cache_path = _cache_file(source_paths, size) if cache else None
@@ -465,7 +406,7 @@ def load_lake_runs(data_dir: Optional[PathLike] = None, size: int = 28) -> List[
         DataError: the zip is missing or corrupt, or a run lacks files, has a malformed
             ``class_labels.txt``, or holds an image that is not 105x105.
     """
-    _check_size(size)
+    check_size(size)
     path = omniglot_dir(data_dir) / LAKE_RUNS_FILE
     if not path.is_file():
         raise DataError(f"Lake runs file not found: {path} (expected Lake's {LAKE_RUNS_FILE}).")
@@ -530,11 +471,7 @@ def _read_member(archive: zipfile.ZipFile, path: pathlib.Path, member: str) -> b
 
 def _read_png(archive: zipfile.ZipFile, path: pathlib.Path, member: str) -> np.ndarray:
     """Decode one PNG from the zip to uint8 [105, 105] with 0 = ink, 255 = paper."""
-    try:
-        with Image.open(io.BytesIO(_read_member(archive, path, member))) as image:
-            pixels = np.asarray(image.convert("L"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as err:
-        raise DataError(f"{path}: {member} is not a readable image ({err}).") from err
+    pixels = decode_image(_read_member(archive, path, member), f"{path}: {member}", "L")
     if pixels.shape != (RAW_SIZE, RAW_SIZE):
         raise DataError(f"{path}: {member} is {pixels.shape[1]}x{pixels.shape[0]}; expected {RAW_SIZE}x{RAW_SIZE}.")
     return pixels

@@ -13,8 +13,8 @@ An experiment script keeps only what is its own: its configurations and its figu
 from ..files import RunFolder, RunFolderError, atomic_write, save_figure, write_csv, write_json, write_text
 from .stats import mean_ci, summarize, CONVENTION
 from .progress import Progress
-from .loop import (Training, TrainingError, Diverged, Interrupted, Hook, LinearDecay, StepDecay, Validation,
-                   Log, CHECKPOINT, read as read_checkpoint)
+from .loop import (Training, TrainingError, Diverged, Interrupted, Hook, LinearDecay, StepDecay, CosineDecay, SetIteration, Validation,
+                   Log, CHECKPOINT, read as read_checkpoint, restore_learner)
 from .evaluation import meta_test, report
 from .config import Config, ConfigError, Option
 from .cli import ArgumentParser, UsageError, run_main

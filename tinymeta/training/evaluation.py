@@ -17,9 +17,9 @@ def meta_test(learner, sampler, n_tasks, steps, chunk=None, inner_lr=None):
     parts = []
     done = 0
     while done < n_tasks:
-        n = min(chunk, n_tasks - done)
-        parts.append(learner.evaluate(sampler.sample_batch(n), steps, inner_lr=inner_lr))
-        done += n
+        batch = sampler.sample_batch(min(chunk, n_tasks - done))
+        parts.append(learner.evaluate(batch, steps, inner_lr=inner_lr))
+        done += parts[-1]["loss"].shape[1]                 # tasks scored: any kind of batch
     return {k: np.concatenate([p[k] for p in parts], axis=1) for k in parts[0]}
 
 

@@ -135,6 +135,26 @@ class StepDecay(Hook):
         training.learner.optimizer.lr = self.lr0 * self.factor ** ((iteration - 1) // self.every)
 
 
+class CosineDecay(Hook):
+    """The outer learning rate annealed along half a cosine (Loshchilov & Hutter 2017; MAML++):
+    lr at iteration i (from 1) = lr_min + ½(lr₀ − lr_min)(1 + cos(π (i − 1)/N))."""
+
+    def __init__(self, lr0, iterations, lr_min=0.0):
+        self.lr0, self.iterations, self.lr_min = float(lr0), int(iterations), float(lr_min)
+
+    def before_step(self, training, iteration):
+        phase = math.pi * (iteration - 1) / self.iterations
+        training.learner.optimizer.lr = self.lr_min + 0.5 * (self.lr0 - self.lr_min) * (1 + math.cos(phase))
+
+
+class SetIteration(Hook):
+    """Tells the learner the iteration (from 1) before each step, as ``learner.iteration``,
+    for learners whose objective is annealed over the run (MAML++'s options)."""
+
+    def before_step(self, training, iteration):
+        training.learner.iteration = iteration
+
+
 class Validation(Hook):
     """Every ``every`` iterations (0: only at the end) and at the last one, ``measure(learner)``
     returns (mean, ci95) of a validation metric; it is logged and printed (as a percentage
@@ -311,3 +331,23 @@ def read(path):
         raise checkpoint.CheckpointError(f"checkpoint {path}: its 'config' or 'learner' record is "
                                          "not a JSON object; the file is damaged")
     return arrays, meta
+
+
+def restore_learner(path, config, build):
+    """(cfg, meta, learner) of a run checkpoint, for evaluation: the configuration completed
+    by ``config`` (a ``Config``), the learner made by ``build(cfg)`` and loaded with the saved
+    state. Refuses, in one sentence, a checkpoint that does not fit its own configuration or
+    holds non-finite parameters (an evaluation of NaN weights would print a meaningless number)."""
+    arrays, meta = read(path)
+    cfg = config.complete(meta["config"])
+    learner = build(cfg)
+    try:
+        learner.load_state_dict(checkpoint.unpack({k: v for k, v in arrays.items()
+                                                   if not k.startswith("log/")}, meta["learner"]))
+    except (ValueError, KeyError) as e:
+        raise TrainingError(f"checkpoint {path}: does not fit its own configuration ({e})") from None
+    bad = [k for k, p in learner.meta_parameters().items()
+           if not np.isfinite(backend.to_numpy(p.data)).all()]
+    if bad:
+        raise TrainingError(f"checkpoint {path}: parameters {bad} are not finite; it cannot be evaluated")
+    return cfg, meta, learner

@@ -1,0 +1,227 @@
+"""Memory-augmented neural network (Santoro et al. 2016) and its LSTM baseline on Omniglot
+label-offset episodes: configurations and the accuracy-by-instance figure.
+
+    python -m experiments.mann --out runs/mann                        # MANN, the paper's sizes
+    python -m experiments.mann --algo lstm --out runs/mann_lstm       # the LSTM baseline
+    python -m experiments.mann evaluate runs/mann/checkpoint.npz      # accuracy by instance ± CI
+    python -m experiments.mann figure runs/eval/A/evaluation.json runs/eval/B/evaluation.json --out fig.png
+
+The paper's setting (Section 4.1 and Figure 2): episodes of 5 classes × 10 drawings = 50
+steps, labels shuffled per episode and given one step late, 20×20 images flattened, an LSTM
+controller of 200 units, memory 128 × 40, 4 read heads, usage decay γ = 0.95, Adam 1e-3, 16
+episodes per batch. The paper also rotates and translates the characters; ``--rotations``
+adds the 90-degree rotations as new classes (off by default), translations are not done.
+"""
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tinymeta.algorithms import MANN, MemoryNetwork
+from tinymeta.data import load_splits
+from tinymeta.optim import Adam
+from tinymeta.tasks.sequences import SequenceSampler
+from tinymeta.training import (ArgumentParser, CHECKPOINT, RunFolder, Training, Validation,
+                               meta_test, mean_ci, read_checkpoint, run_main, save_figure, summarize,
+                               write_json)
+from tinymeta.training.config import (Config, ConfigError, Option, boolean, choice, non_negative_int, positive_float,
+                                      positive_int)
+from tinymeta import checkpoint
+
+VAL_SEED = 20160519       # the validation episodes: the same ones at every validation
+EVAL_SEED = 1
+INSTANCES_SHOWN = (1, 2, 3, 4, 5, 10)
+PAPER = {                 # Santoro et al. 2016, Table 1, 5 classes, accuracy (%) by instance
+    "mann": [36.4, 82.8, 91.0, 92.6, 94.9, 98.1],
+    "lstm": [24.4, 49.5, 55.3, 61.0, 63.6, 62.5],
+}
+
+OPTIONS = {
+    "algo": Option(choice("mann", "lstm"), "MANN, or the LSTM baseline without memory (default mann)"),
+    "ways": Option(positive_int, "classes per episode (default 5)"),
+    "instances": Option(positive_int, "drawings of each class per episode (default 10)"),
+    "meta_batch": Option(positive_int, "episodes per batch (default 16)"),
+    "meta_lr": Option(positive_float, "Adam learning rate (default 1e-3)"),
+    "hidden": Option(positive_int, "LSTM controller units (default 200)"),
+    "slots": Option(positive_int, "memory slots N (default 128)"),
+    "width": Option(positive_int, "memory slot width W (default 40)"),
+    "heads": Option(positive_int, "read heads (default 4)"),
+    "gamma": Option(positive_float, "usage decay γ (default 0.95)"),
+    "image_size": Option(positive_int, "image side in pixels (default 20)"),
+    "rotations": Option(boolean, "add 90-degree rotations of the training characters as classes (default false)"),
+    "seed": Option(non_negative_int, "seed of the initial weights and training episodes (default 0)"),
+    "dtype": Option(choice("float32", "float64"), "float type (default float32)"),
+    "iterations": Option(positive_int, "batches (default 10000 = 160 000 episodes)", matters=False),
+    "val_every": Option(non_negative_int, "validate every N batches, 0 = only at the end (default 500)",
+                        matters=False),
+    "val_tasks": Option(non_negative_int, "validation episodes, 0 = none (default 160)", matters=False),
+    "checkpoint_every": Option(non_negative_int, "checkpoint every N batches (default 500)", matters=False),
+}
+DEFAULTS = {"algo": "mann", "ways": 5, "instances": 10, "meta_batch": 16, "meta_lr": 1e-3, "hidden": 200,
+            "slots": 128, "width": 40, "heads": 4, "gamma": 0.95, "image_size": 20, "rotations": False,
+            "seed": 0, "dtype": "float32", "iterations": 10000, "val_every": 500, "val_tasks": 160,
+            "checkpoint_every": 500}
+
+
+def check(cfg):
+    if cfg["heads"] > cfg["slots"]:
+        raise ConfigError(f"--heads {cfg['heads']} needs as many memory slots, --slots is {cfg['slots']}")
+
+
+CONFIG = Config(OPTIONS, lambda chosen: dict(DEFAULTS), checks=[check])
+
+
+def load(cfg, data_dir):
+    """(training, validation, test classes, fingerprint): Omniglot's MAML split at the run's size."""
+    splits = load_splits("omniglot", data_dir, image_size=cfg["image_size"], rotations=cfg["rotations"])
+    return splits.train, splits.val, splits.test, splits.fingerprint
+
+
+def sampler(cfg, classes, seed):
+    return SequenceSampler(classes, cfg["ways"], cfg["instances"], rng=seed, dtype=np.dtype(cfg["dtype"]))
+
+
+def build(cfg):
+    model = MemoryNetwork(cfg["image_size"] ** 2, cfg["ways"], cfg["hidden"], cfg["slots"], cfg["width"],
+                          cfg["heads"], cfg["gamma"], memory=cfg["algo"] == "mann")
+    params = model.init(np.random.default_rng(cfg["seed"]), dtype=np.dtype(cfg["dtype"]))
+    return MANN(model, params, optimizer=lambda p: Adam(p, lr=cfg["meta_lr"]))
+
+
+def hooks(cfg, val_classes):
+    if not cfg["val_tasks"]:
+        return []
+
+    def measure(learner):                  # accuracy at the 2nd instance: the paper's headline
+        result = meta_test(learner, sampler(cfg, val_classes, VAL_SEED), cfg["val_tasks"], 0, cfg["meta_batch"])
+        return mean_ci(result["by_instance"][1])
+    return [Validation(measure, cfg["val_every"])]
+
+
+# --- figure ---------------------------------------------------------------------------------
+
+def draw_by_instance(path, evaluations):
+    """Accuracy (± 95% CI) by instance of each evaluation, beside the paper's numbers."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    colors = {"mann": "tab:red", "lstm": "tab:blue"}
+    for ev in evaluations:
+        algo, acc = ev["config"]["algo"], ev["by_instance"]
+        k = np.arange(1, len(acc["mean"]) + 1)
+        ax.errorbar(k, acc["mean"], yerr=acc["ci95"], marker="o", ms=3, capsize=2, color=colors.get(algo),
+                    label=f"{algo.upper()} (ours, {ev['tasks']} episodes)")
+        ax.plot(INSTANCES_SHOWN, PAPER[algo], ls="--", marker="x", color=colors.get(algo),
+                label=f"{algo.upper()} (Santoro et al. 2016)")
+    ax.set_xlabel("instance (how many times the class has been shown, this one included)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Omniglot, 5 classes per episode: accuracy by instance")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)
+    plt.close(fig)
+
+
+# --- commands -------------------------------------------------------------------------------
+
+def train_parser():
+    p = ArgumentParser(prog="python -m experiments.mann [train]",
+                       description="Train MANN or its LSTM baseline on Omniglot label-offset episodes.")
+    CONFIG.add_arguments(p)
+    p.add_argument("--out", default="runs/mann", help="output folder (default runs/mann)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.npz")
+    p.add_argument("--data-dir", help="folder containing omniglot/ (default $TINYMETA_DATA)")
+    p.add_argument("--progress-every", type=float, default=5.0, help="seconds between progress lines")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    return p
+
+
+def train(args):
+    say = None if args.quiet else (lambda msg: print(msg, flush=True))
+    with RunFolder(args.out, resume=args.resume, say=say or (lambda m: None)) as folder:
+        path = folder / CHECKPOINT
+        resuming = args.resume and path.exists()
+        cfg = CONFIG.resumed(read_checkpoint(path)[1]["config"], args) if resuming else CONFIG.resolve(args)
+        train_classes, val_classes, _test, fingerprint = load(cfg, args.data_dir)
+        training = Training(build(cfg), sampler(cfg, train_classes, [cfg["seed"], 1]), cfg["meta_batch"],
+                            cfg["iterations"], folder, cfg, label=f"omniglot sequences {cfg['algo']}",
+                            hooks=hooks(cfg, val_classes), checkpoint_every=cfg["checkpoint_every"],
+                            fingerprint=fingerprint, say=say, progress_every=args.progress_every,
+                            resume_command=f"python -m experiments.mann --out {args.out} --resume")
+        if resuming:
+            training.restore()
+        if say:
+            say("config: " + " ".join(f"{k}={v}" for k, v in cfg.items()))
+        if training.iteration >= cfg["iterations"]:
+            return {"config": cfg, "iteration": training.iteration}
+        summary = training.run()
+        if say:
+            say(f"trained in {summary['seconds']:.1f} s; wrote {path}")
+        return {"config": cfg, **summary}
+
+
+def evaluate_parser():
+    p = ArgumentParser(prog="python -m experiments.mann evaluate",
+                       description="Accuracy by instance (± 95% CI) of a checkpoint on test-class episodes.")
+    p.add_argument("checkpoint", help="a checkpoint.npz written by training")
+    p.add_argument("--tasks", type=positive_int, default=1000, help="test episodes (default 1000)")
+    p.add_argument("--seed", type=non_negative_int, default=EVAL_SEED, help=f"seed of the test episodes (default {EVAL_SEED})")
+    p.add_argument("--data-dir", help="folder containing omniglot/ (default $TINYMETA_DATA)")
+    p.add_argument("--out", help="output folder (default runs/eval/<checkpoint folder>-<time>)")
+    return p
+
+
+def evaluate(args):
+    path = Path(args.checkpoint)
+    arrays, meta = read_checkpoint(path)
+    cfg = CONFIG.complete(meta["config"])
+    learner = build(cfg)
+    learner.load_state_dict(checkpoint.unpack({k: v for k, v in arrays.items() if not k.startswith("log/")},
+                                              meta["learner"]))
+    out = Path(args.out) if args.out else Path("runs") / "eval" / f"{path.parent.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    with RunFolder(out, marker="evaluation.json", say=lambda m: None) as folder:
+        _train, _val, test, fingerprint = load(cfg, args.data_dir)
+        t0 = time.perf_counter()
+        result = meta_test(learner, sampler(cfg, test, args.seed), args.tasks, 0, cfg["meta_batch"])
+        acc = summarize(100.0 * result["by_instance"])
+        evaluation = {"checkpoint": str(path), "iteration": meta["iteration"], "config": cfg,
+                      "tasks": args.tasks, "seed": args.seed, "by_instance": acc,
+                      "accuracy": summarize(100.0 * result["accuracy"]), "paper": PAPER[cfg["algo"]],
+                      "paper_instances": list(INSTANCES_SHOWN), "data_fingerprint": fingerprint,
+                      "seconds": time.perf_counter() - t0}
+        write_json(folder / "evaluation.json", evaluation)
+        draw_by_instance(folder / "by_instance.png", [evaluation])
+        shown = "  ".join(f"{k}: {acc['mean'][k - 1]:.1f}±{acc['ci95'][k - 1]:.1f}"
+                          for k in INSTANCES_SHOWN if k <= len(acc["mean"]))
+        print(f"{cfg['algo']} accuracy by instance (%), {args.tasks} episodes: {shown}  "
+              f"(wrote {folder / 'evaluation.json'})", flush=True)
+        return evaluation
+
+
+def figure(argv):
+    p = ArgumentParser(prog="python -m experiments.mann figure",
+                       description="Accuracy by instance of several evaluations in one figure.")
+    p.add_argument("evaluations", nargs="+", help="evaluation.json files written by evaluate")
+    p.add_argument("--out", required=True, help="the figure's file (.png)")
+    args = p.parse_args(argv)
+    import json
+    draw_by_instance(Path(args.out), [json.loads(Path(e).read_text()) for e in args.evaluations])
+
+
+def main(argv=None):
+    def dispatch(argv):
+        if argv and argv[0] == "evaluate":
+            return evaluate(evaluate_parser().parse_args(argv[1:]))
+        if argv and argv[0] == "figure":
+            return figure(argv[1:])
+        if argv and argv[0] == "train":
+            argv = argv[1:]
+        return train(train_parser().parse_args(argv))
+    return run_main(dispatch, argv)
+
+
+if __name__ == "__main__":
+    main()
