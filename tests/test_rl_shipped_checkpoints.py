@@ -8,12 +8,17 @@ oracle −0.5) and far from an untrained policy (−80 at every step): they catc
 that no longer loads into the policy correctly, not a small change in return.
 """
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from experiments import navigation
 from tinymeta import checkpoint
+
+# The RL code runs on the NumPy backend only (MAMLRL refuses another in one sentence).
+pytestmark = pytest.mark.skipif(os.environ.get("TINYMETA_BACKEND", "numpy") != "numpy",
+                                reason="MAML-RL runs on the numpy backend only")
 
 SHIPPED = Path(navigation.SHIPPED)
 
