@@ -155,12 +155,7 @@ def train(args):
             training.restore()
         if say:
             say("config: " + " ".join(f"{k}={v}" for k, v in cfg.items()))
-        if training.iteration >= cfg["iterations"]:
-            return {"config": cfg, "iteration": training.iteration}
-        summary = training.run()
-        if say:
-            say(f"trained in {summary['seconds']:.1f} s; wrote {path}")
-        return {"config": cfg, **summary}
+        return training.run_to_end()
 
 
 def evaluate_parser():

@@ -281,17 +281,7 @@ def train(args):
             say("config: " + " ".join(f"{k}={v}" for k, v in cfg.items()))
             if resuming:
                 say(f"resuming from iteration {training.iteration} of {cfg['iterations']}")
-        if training.iteration >= cfg["iterations"]:
-            if say:
-                say(f"checkpoint already at iteration {training.iteration}; nothing to train")
-            return {"config": cfg, "iteration": training.iteration}
-        summary = training.run()
-        if say:
-            done = cfg["iterations"] - summary["resumed_from"]
-            say(f"trained {done} iterations in {summary['seconds']:.1f} s "
-                f"({summary['seconds'] / done:.2f} s/iteration with validation and checkpoints); "
-                f"total training time {summary['train_seconds_total']:.1f} s; wrote {path}")
-        return {"config": cfg, **summary}
+        return training.run_to_end()
 
 
 def restore(path):

@@ -288,6 +288,19 @@ class Training:
         return {"iterations": self.iterations, "resumed_from": start, "seconds": session,
                 "train_seconds_total": self.elapsed()}
 
+    def run_to_end(self):
+        """``run()`` with its report: says when the checkpoint is already finished (and trains
+        nothing), else trains and says how long it took. Returns {"config", ...summary}."""
+        if self.iteration >= self.iterations:
+            self.say(f"checkpoint already at iteration {self.iteration}; nothing to train")
+            return {"config": self.config, "iteration": self.iteration}
+        summary = self.run()
+        done = self.iterations - summary["resumed_from"]
+        self.say(f"trained {done} iterations in {summary['seconds']:.1f} s "
+                 f"({summary['seconds'] / done:.3f} s/iteration with validation and checkpoints); "
+                 f"total training time {summary['train_seconds_total']:.1f} s; wrote {self.path}")
+        return {"config": self.config, **summary}
+
     def _stop(self):
         if self.saved_at != self.iteration:
             self.save()
