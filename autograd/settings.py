@@ -9,6 +9,7 @@ backend        "numpy" / "cupy"                    TINYMETA_BACKEND          "nu
 kernels        "numpy" / "numba"                   TINYMETA_KERNELS          "numba"
 numba_threads  int >= 1, or None: the rule below   TINYMETA_NUMBA_THREADS    None
 blas_threads   int >= 1, or None: left untouched   TINYMETA_BLAS_THREADS     None
+workers        int >= 1, or None: the rule below   TINYMETA_WORKERS          None
 =============  ==================================  ========================  ==============
 
 ``current()`` reads them all (a JSON-serialisable dict: checkpoints store it),
@@ -19,7 +20,8 @@ value there, or an unknown key or a bad value given to ``set``/``using``, is a
 ``SettingsError`` that says which key and which values are valid.
 
 This module decides; the mechanisms stay where the work is done: ``backend.set_backend``,
-``kernels.set_kernels`` and ``kernels.set_numba_threads``, threadpoolctl for the BLAS.
+``kernels.set_kernels`` and ``kernels.set_numba_threads``, threadpoolctl for the BLAS,
+``parallel.set_workers``.
 
 * ``grad`` is whether ops are recorded into the graph (``no_grad()`` and friends in
   ``mode.py`` switch it). It is one flag per thread, so two threads can each run their own
@@ -31,6 +33,12 @@ This module decides; the mechanisms stay where the work is done: ``backend.set_b
   was found (``set(blas_threads=None)`` puts back what it was before the first limit).
 * ``numba_threads=None`` is the rule below; ``current()`` gives the number in effect.
   Numba's count applies to the thread that sets it (Numba keeps one per thread).
+
+* ``workers`` is how many threads ``autograd.parallel.map_workers`` shares independent work
+  among (``tinymeta`` gives them the parts of a meta-batch). ``None`` is the rule: every
+  core this process may run on when the BLAS runs on one thread, else one; ``current()``
+  gives the number in effect. Workers run only on the NumPy backend (on the GPU one stream
+  does the work), and in a worker the Numba kernels run on one thread.
 
 The rule for Numba's threads. NumPy's BLAS keeps its own threads spinning for a while after
 every matrix product, and Numba's threads do the same after every parallel kernel. When
@@ -47,7 +55,7 @@ import os
 import threading
 from typing import Callable, NamedTuple, Optional
 
-from . import backend, kernels
+from . import backend, kernels, parallel
 
 
 class SettingsError(ValueError):
@@ -61,7 +69,7 @@ class _Recording(threading.local):
 
 recording = _Recording()        # every op reads ``recording.enabled`` (see function.py)
 
-_chosen = {"numba_threads": None, "blas_threads": None}   # what set() was asked for
+_chosen = {"numba_threads": None, "blas_threads": None, "workers": None}   # what set() was asked for
 _blas_first_limit = None        # threadpoolctl's first limiter: it remembers the original limits
 
 
@@ -99,6 +107,11 @@ def _apply_numba_threads(n):
     _update_numba_threads()
 
 
+def _apply_workers(n):
+    _chosen["workers"] = n
+    _update_workers()
+
+
 def _apply_blas_threads(n):
     global _blas_first_limit
     from threadpoolctl import threadpool_limits
@@ -109,6 +122,7 @@ def _apply_blas_threads(n):
         _blas_first_limit.restore_original_limits()
     _chosen["blas_threads"] = n
     _update_numba_threads()
+    _update_workers()
 
 
 class _Switch(NamedTuple):
@@ -135,6 +149,9 @@ _SWITCHES = {
     "numba_threads": _Switch("TINYMETA_NUMBA_THREADS", "a thread count", "a positive integer",
                              "the rule in autograd/settings.py", _count, _apply_numba_threads,
                              lambda: _chosen["numba_threads"]),
+    "workers": _Switch("TINYMETA_WORKERS", "a thread count", "a positive integer",
+                       "the rule in autograd/settings.py", _count, _apply_workers,
+                       lambda: _chosen["workers"]),
 }
 
 
@@ -142,7 +159,8 @@ _SWITCHES = {
 def current():
     """Every setting as it is now (numba_threads: the number in effect), JSON-serialisable."""
     return {"grad": recording.enabled, "backend": backend.name, "kernels": kernels.kernels_name(),
-            "numba_threads": kernels.numba_threads(), "blas_threads": _chosen["blas_threads"]}
+            "numba_threads": kernels.numba_threads(), "blas_threads": _chosen["blas_threads"],
+            "workers": parallel.workers()}
 
 
 def _checked(key, value):
@@ -201,6 +219,18 @@ def _update_numba_threads():
     kernels.set_numba_threads(n)
 
 
+def _cores():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _update_workers():
+    """The worker threads: the number asked for, else the rule of the module docstring."""
+    n = _chosen["workers"]
+    if n is None:
+        n = _cores() if _blas_single_threaded() else 1
+    parallel.set_workers(n)
+
+
 def _from_environment():
     """The settings the environment asks for; a bad value is a SettingsError naming it."""
     wanted = {}
@@ -217,3 +247,4 @@ def _from_environment():
 
 set(**{"kernels": "numba", **_from_environment()})      # the environment, read once
 _update_numba_threads()
+_update_workers()

@@ -19,7 +19,7 @@ from autograd import kernels, settings
 from autograd.settings import SettingsError
 
 REPO = Path(__file__).resolve().parents[1]
-KEYS = {"grad", "backend", "kernels", "numba_threads", "blas_threads"}
+KEYS = {"grad", "backend", "kernels", "numba_threads", "blas_threads", "workers"}
 
 
 def blas_threads_seen():
@@ -46,6 +46,7 @@ def test_current_has_every_setting_and_is_json_serialisable():
     assert isinstance(now["grad"], bool) and isinstance(now["numba_threads"], int)
     assert now["backend"] in ("numpy", "cupy") and now["kernels"] in ("numpy", "numba")
     assert now["blas_threads"] is None or isinstance(now["blas_threads"], int)
+    assert isinstance(now["workers"], int) and now["workers"] >= 1
 
 
 def test_set_returns_the_previous_values_and_they_restore_everything():
@@ -93,6 +94,8 @@ def test_no_grad_is_the_grad_setting():
     ("numba_threads", 2.0, "a positive integer or None"),
     ("blas_threads", -1, "a positive integer or None"),
     ("blas_threads", True, "a positive integer or None"),
+    ("workers", 0, "a positive integer or None"),
+    ("workers", "2", "a positive integer or None"),
 ])
 def test_a_bad_value_is_one_sentence_naming_the_key_and_the_choices(key, value, choices):
     before = settings.current()
@@ -111,7 +114,7 @@ def test_a_bad_value_is_one_sentence_naming_the_key_and_the_choices(key, value, 
 
 def test_an_unknown_key_lists_the_settings():
     with pytest.raises(SettingsError, match=r"^'threads' is not a setting: choose backend, kernels, "
-                                            r"grad, blas_threads or numba_threads\.$"):
+                                            r"grad, blas_threads, numba_threads or workers\.$"):
         settings.set(threads=2)
 
 
@@ -123,6 +126,7 @@ def test_an_unknown_key_lists_the_settings():
                                     "positive integer."),
     ("TINYMETA_BLAS_THREADS", "two", "TINYMETA_BLAS_THREADS='two' is not a thread count: choose a "
                                      "positive integer."),
+    ("TINYMETA_WORKERS", "-1", "TINYMETA_WORKERS='-1' is not a thread count: choose a positive integer."),
 ])
 def test_a_bad_environment_value_stops_the_import_with_one_sentence(variable, value, message):
     r = run_python("import autograd", **{variable: value})
@@ -139,10 +143,11 @@ def test_a_bad_environment_value_stops_the_import_with_one_sentence(variable, va
 def test_the_environment_is_read_at_import():
     code = "import json, autograd; print(json.dumps(autograd.settings.current()))"
     r = run_python(code, TINYMETA_KERNELS="numpy", TINYMETA_NUMBA_THREADS="1",
-                   TINYMETA_BLAS_THREADS="1")
+                   TINYMETA_BLAS_THREADS="1", TINYMETA_WORKERS="3")
     assert r.returncode == 0, r.stderr
     now = json.loads(r.stdout)
-    assert (now["kernels"], now["numba_threads"], now["blas_threads"], now["grad"]) == ("numpy", 1, 1, True)
+    assert (now["kernels"], now["numba_threads"], now["blas_threads"], now["grad"], now["workers"]) == \
+        ("numpy", 1, 1, True, 3)
     r = run_python(code)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["blas_threads"] is None      # untouched unless asked
@@ -187,6 +192,20 @@ def test_numba_threads_follow_the_blas_unless_set():
     if "numba" in sys.modules and kernels._numba_impl is not None:
         import numba
         assert numba.get_num_threads() == settings.current()["numba_threads"]
+
+
+def test_workers_follow_the_blas_unless_set():
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    with settings.using(workers=None, blas_threads=1):
+        assert settings.current()["workers"] == cores                # BLAS on one thread: every core
+        with settings.using(blas_threads=2):
+            assert settings.current()["workers"] == 1                # the BLAS threads are the parallelism
+        with settings.using(workers=3):
+            assert settings.current()["workers"] == 3                # a number wins over the rule
+            settings.set(blas_threads=2)
+            assert settings.current()["workers"] == 3
+    from autograd import parallel
+    assert parallel.workers() == settings.current()["workers"]
 
 
 # ----------------------------------------------------------------------------- grad per thread

@@ -42,7 +42,8 @@ from . import pool_numpy as _pool_numpy
 
 __all__ = ["im2col", "col2im", "maxpool_argmax", "gather_plane", "scatter_add_plane",
            "bn_relu_forward", "bn_relu_backward", "bn_relu_double_backward",
-           "set_kernels", "kernels_name", "set_numba_threads", "numba_threads", "numba_pool_size"]
+           "set_kernels", "kernels_name", "set_numba_threads", "numba_threads", "numba_pool_size",
+           "use_one_numba_thread_here"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -134,6 +135,15 @@ def set_numba_threads(n):
         import numba
         numba.set_num_threads(_numba_threads)
     return _numba_threads
+
+
+def use_one_numba_thread_here():
+    """Numba kernels called from this thread run on one thread (Numba keeps a count per
+    thread): what the worker threads of ``autograd.parallel`` ask for, being the
+    parallelism themselves. Numba is loaded here if it is in use and not loaded yet."""
+    if _name == "numba" and _load_numba() is not None:
+        import numba
+        numba.set_num_threads(1)
 
 
 def numba_threads():

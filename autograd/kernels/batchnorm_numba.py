@@ -13,7 +13,7 @@ from numba import njit, prange
 _FAST = {"reassoc", "contract", "nsz", "arcp"}
 
 
-@njit(cache=True, parallel=True, fastmath=_FAST)
+@njit(cache=True, parallel=True, nogil=True, fastmath=_FAST)
 def _forward(x, gamma, beta, eps, y, mu, inv):
     T, C, M = x.shape
     for r in prange(T * C):
@@ -38,7 +38,7 @@ def _forward(x, gamma, beta, eps, y, mu, inv):
         inv[t, c] = istd
 
 
-@njit(cache=True, parallel=True, fastmath=_FAST)
+@njit(cache=True, parallel=True, nogil=True, fastmath=_FAST)
 def _backward(gy, x, y, mu, inv, gamma, gx, ggamma, gbeta):
     T, C, M = x.shape
     for r in prange(T * C):
@@ -64,7 +64,7 @@ def _backward(gy, x, y, mu, inv, gamma, gx, ggamma, gbeta):
         gbeta[t, c] = sb
 
 
-@njit(cache=True, parallel=True, fastmath=_FAST)
+@njit(cache=True, parallel=True, nogil=True, fastmath=_FAST)
 def _double_backward(x, y, gy, mu, inv, gamma, a, has_a, b, c, gx, ggamma, ggy):
     T, C, M = x.shape
     for r in prange(T * C):

@@ -36,7 +36,7 @@ def _source_index(H, W, kh, kw, sh, sw, ph, pw, OH, OW):
     return src
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def _im2col(x, src, K2, L, out):
     G, C, N, H, W = x.shape
     for p in prange(G * C):
@@ -54,7 +54,7 @@ def _im2col(x, src, K2, L, out):
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def _col2im(cols, C, src, K2, L, out):
     G, _, N, H, W = out.shape
     for p in prange(G * C):

@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def _maxpool_argmax(x, kh, kw, sh, sw, OH, OW, out):
     """The fast path, for inputs without NaN (a plain strict > scan)."""
     B, C, H, W = x.shape
@@ -43,7 +43,7 @@ def _maxpool_argmax(x, kh, kw, sh, sw, OH, OW, out):
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def _maxpool_argmax_nan(x, kh, kw, sh, sw, OH, OW, out):
     """The NaN-aware path (about 3x slower): a NaN is the maximum, the first one wins."""
     B, C, H, W = x.shape
@@ -74,7 +74,7 @@ def _maxpool_argmax_nan(x, kh, kw, sh, sw, OH, OW, out):
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def _gather_plane(x, idx, out):
     B, C, L = idx.shape
     for p in prange(B * C):
@@ -85,7 +85,7 @@ def _gather_plane(x, idx, out):
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def _scatter_add_plane(g, idx, out):
     B, C, L = g.shape
     for p in prange(B * C):

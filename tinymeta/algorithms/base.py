@@ -43,17 +43,31 @@ results (the tests check it to 1e-10):
   differentiated once, and since task t's loss depends only on copy t, its slice of that
   gradient is exactly ∇θ L_Tt.
 * ``batched=False``: a Python loop over tasks, the textbook reading.
+
+**Parts of a meta-batch on the cores.** Where a learner's meta-loss is the mean of
+independent per-task losses (``splits_tasks = True``: MAML and its variants, Reptile,
+iMAML), ``step`` cuts the meta-batch into parts of a few tasks and the worker threads of
+``autograd.parallel`` compute the parts' meta-gradients at the same time
+(``meta_gradients_in_parts``): both cores busy, and each part's activations small enough to
+stay in cache, which also bounds a step's memory. The result equals ``meta_gradients`` of
+the whole batch up to the order of summation (tests check it). A model that updates
+running statistics in the query pass (a non-transductive ``Conv4``) keeps the whole batch,
+so that the statistics are updated task after task as without parts.
 """
 import math
+import threading
 
 import numpy as np
 
-from autograd import Tensor, backend, grad, no_grad
+from autograd import Tensor, backend, grad, no_grad, parallel
 from autograd.functional import Labels
 from autograd.ops import mean, stack, sub_scaled, sum as tsum
 
 from ..optim import Adam
 from ..parameters import broadcast_to_tasks, detached, to_arrays
+from ..tasks.batches import task_parts
+
+PART_ELEMENTS = 1 << 18     # input numbers per part of a split meta-batch (1 MiB in float32)
 
 class NonFiniteError(FloatingPointError):
     """A loss or gradient became inf or NaN; the parameters were left unchanged."""
@@ -74,6 +88,7 @@ class MetaLearner:
     adaptation is not the gradient step θ' = θ − α∇L, ``adapt_steps``)."""
 
     default_optimizer = staticmethod(adam_1e3)
+    splits_tasks = False        # True: the meta-loss is a mean of independent per-task losses
 
     def __init__(self, model, params, loss_fn, optimizer=None, batched=True):
         self.model, self.params, self.loss_fn, self.batched = model, params, loss_fn, batched
@@ -92,10 +107,60 @@ class MetaLearner:
     def step(self, batch):
         """One meta-iteration. Raises NonFiniteError, leaving every parameter as it was,
         when the loss or a gradient is not finite."""
-        loss, grads = self.meta_gradients(batch)
+        loss, grads = self.meta_gradients_in_parts(batch)
         metrics = self.check_finite(loss, grads)
         self.optimizer.step(grads)
         return metrics
+
+    @property
+    def last_metrics(self):
+        """Metrics of this thread's last meta-loss (e.g. the query accuracy), one dict per
+        thread: each worker thread computes the meta-loss of its own part of a batch."""
+        return getattr(self._per_thread(), "metrics", {})
+
+    @last_metrics.setter
+    def last_metrics(self, value):
+        self._per_thread().metrics = value
+
+    def _per_thread(self):
+        return self.__dict__.get("_thread") or self.__dict__.setdefault("_thread", threading.local())
+
+    # --- a meta-batch in parts, on the worker threads ----------------------------------
+    def parts(self, batch):
+        """The parts ``step`` computes separately: consecutive tasks, about PART_ELEMENTS
+        input numbers each; the whole batch where parts cannot help or must not be used
+        (one worker, the GPU, ``splits_tasks`` False, running statistics updated)."""
+        if (not self.splits_tasks or parallel.workers() == 1 or backend.name != "numpy"
+                or getattr(self.model, "tracks_statistics", False)):
+            return [batch]
+        per_task = batch.support_x[0].size + batch.query_x[0].size
+        return task_parts(batch, max(1, PART_ELEMENTS // per_task))
+
+    def meta_gradients_in_parts(self, batch):
+        """``meta_gradients(batch)``, computed part by part on the worker threads. With Tc
+        tasks in part c of a batch of T,
+
+            L = (1/T) Σᵢ Lᵢ = Σ_c (Tc/T) L_c,        ∇L = Σ_c (Tc/T) ∇L_c
+
+        and the metrics (means over tasks) combine the same way."""
+        parts = self.parts(batch)
+        if len(parts) == 1:
+            return self.meta_gradients(batch)
+        T = self.n_tasks(batch)
+
+        def part_gradients(part):
+            loss, grads = self.meta_gradients(part)
+            return (self.n_tasks(part) / T, loss.data,
+                    {k: None if g is None else g.data for k, g in grads.items()}, self.last_metrics)
+        done = parallel.map_workers(part_gradients, parts)
+
+        def weighted(values):                                   # Σ_c (Tc/T) v_c
+            return sum(d[0] * v for d, v in zip(done, values))
+        loss = Tensor.constant(backend.xp.asarray(weighted(d[1] for d in done)))
+        grads = {k: None if any(d[2][k] is None for d in done) else Tensor.constant(weighted(d[2][k] for d in done))
+                 for k in done[0][2]}
+        self.last_metrics = {k: weighted(d[3][k] for d in done) for k in done[0][3]}
+        return loss, grads
 
     def check_finite(self, loss, grads):
         """{"loss": float, **last_metrics as floats}, read from the device in one transfer,

@@ -25,6 +25,8 @@ from ..parameters import detached
 
 
 class IMAML(MetaLearner):
+    splits_tasks = True          # the meta-loss is a mean of independent per-task losses
+
     def __init__(self, model, params, loss_fn, inner_lr=0.1, inner_steps=16, lam=2.0, cg_steps=5,
                  optimizer=None, batched=True):
         if inner_steps < 0 or cg_steps < 1 or not lam > 0:

@@ -53,6 +53,8 @@ def msl_weights(steps, iteration, anneal):
 
 
 class MAML(MetaLearner):
+    splits_tasks = True          # the meta-loss is a mean of independent per-task losses
+
     def __init__(self, model, params, loss_fn, inner_lr=0.01, inner_steps=1, first_order=False,
                  optimizer=None, batched=True, multi_step_loss=0, per_step_lr=False,
                  first_order_iterations=0):

@@ -25,6 +25,8 @@ from .base import MetaLearner
 
 
 class Reptile(MetaLearner):
+    splits_tasks = True          # the meta-loss is a mean of independent per-task losses
+
     def __init__(self, model, params, loss_fn, inner_lr=0.01, inner_steps=5, outer_lr=0.1,
                  inner_optimizer="sgd", adam_betas=(0.0, 0.999), optimizer=None, batched=True):
         if inner_optimizer not in ("sgd", "adam"):

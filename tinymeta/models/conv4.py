@@ -62,6 +62,11 @@ class Conv4:
         self.running = {f"bn{i}": (backend.xp.zeros(sets + (filters,)), backend.xp.ones(sets + (filters,)))
                         for i in range(4)}
 
+    @property
+    def tracks_statistics(self):
+        """Whether a ``"train"`` pass updates running averages (the task order matters)."""
+        return not self.transductive
+
     def init(self, rng, dtype=np.float32):
         arrays, c_in = {}, self.in_channels
         for i in range(4):
