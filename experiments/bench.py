@@ -4,6 +4,7 @@
     python -m experiments.bench --cases sinusoid hvp --repeats 5  # a subset
     python -m experiments.bench --quick --out /tmp/b.json         # tiny sizes (tests)
     python -m experiments.bench --backend cupy                    # on the GPU
+    python -m experiments.bench --peers --rounds 3                # also side by side with PyTorch and JAX
 
 The configurations are the experiments' own, never retyped here: the sinusoid cases take
 ``experiments/sinusoid.py``'s recipe and build their learners with its method table
@@ -50,6 +51,30 @@ same run. ``--max-seconds`` (default 120) caps a measurement: when one warm-up i
 shows the repeats would take longer, fewer are run (never fewer than 1); the row says how
 many.
 
+Peers (``--peers``). For each selected case that has a peer workload (``PEER_WORKLOADS``:
+``sinusoid_{maml,fomaml}``, ``omniglot_{maml,fomaml}_{f32,f64}``, ``miniimagenet_maml_f32``),
+after the in-process measurements above, ``--rounds`` rounds (default 3) run one process at a
+time: our case in a fresh ``python -m experiments.bench --timing-only --cases CASE`` (same
+``--repeats``, ``--warmup``, ``--quick``, ``--backend``; ``--timing-only`` skips the matmul peak
+and the flop-counting and tracemalloc iterations, so the process holds what training would),
+then each peer script of ``--peers-dir`` (default ``../shared/peers`` beside the checkout) run by
+``--peer-python`` (default ``$PEER_PY`` or ``~/.cache/peer-venv/bin/python``): ``torch_maml.py``
+(``--impl loop`` for the convs, ``vmap`` for the sinusoid) and ``jax_maml.py`` where it has the
+workload (sinusoid ``vmap``, Omniglot ``unroll``), each with ``--iters`` = ``--repeats`` and the
+same ``--warmup`` (JAX compiles before its warm-up). Torch and JAX are never imported here. Per
+round the ratio ours/peer of seconds per meta-iteration (each the median of its run) is taken;
+the table and the JSON's ``peers`` section give, per case and peer, the seconds and ratio of
+every round, the median ratio with min and max, and the peak resident memory (RSS) of every
+process: ``ru_maxrss`` of that one process from ``os.wait4(pid, 0)``, taken in a small
+interpreter that forks it (``REAPER``: Linux counts into a process's ``ru_maxrss`` the peak of
+the memory map its exec replaced, so a process forked by the bench itself would report at
+least the bench's own peak). RSS is the whole process (interpreter, libraries, data, step),
+compared ours/peer. Every subprocess gets ``--peer-timeout`` seconds (default 600). A missing
+peer python or peers folder, or a peer that fails or times out, is one line in the log and
+``peer unavailable: <why>`` in its row; the bench goes on and exits 0. Ratios are the targets'
+measure against the peers (``targets``); with ``--quick`` only our side shrinks, so they mean
+nothing.
+
 The BLAS runs one thread unless the user set a count (``experiments.one_blas_thread``, run
 when the package is imported), as in the experiments: on the 2-core machine a threaded BLAS
 fights Numba's threads (see ``autograd.settings``). The matmul peak is
@@ -57,14 +82,20 @@ then a one-thread peak too; the JSON records the settings.
 """
 import argparse
 import fnmatch
+import importlib.util
 import io
 import json
 import math
 import os
 import platform
 import resource
+import shutil
+import signal
 import statistics
+import subprocess
 import sys
+import tempfile
+import threading
 import time
 import tracemalloc
 from contextlib import contextmanager, redirect_stdout
@@ -322,6 +353,8 @@ class Bench:
             return self.cache[key]
         self.log(f"  {label}: warm-up {self.args.warmup}, repeats {self.args.repeats} ...")
         step = make_step()
+        if self.args.timing_only:              # a --peers subprocess: its peak RSS is the step's own
+            flops = memory = False
         m = measure(step, self.args.warmup, self.args.repeats, self.args.max_seconds, flops, memory)
         m["kernels"] = kernels.kernels_name()
         m["numba_threads"] = numba_threads()
@@ -440,9 +473,7 @@ class Bench:
                            f"Omniglot MAML step float32, meta-batch {T} (smaller than 32: the "
                            "loop is slow)")
         elif name == "numba_threads_1_vs_2":
-            try:
-                import numba  # noqa: F401
-            except ImportError:
+            if importlib.util.find_spec("numba") is None:
                 self.log("  Numba is not installed: skipped")
                 return
             with using_kernels("numba"):
@@ -540,6 +571,282 @@ def machine_info(args):
     return info
 
 
+# ------------------------------------------------------------------------- peers (--peers)
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_PEERS_DIR = REPO.parent / "shared" / "peers"     # the folder beside the checkout
+DEFAULT_PEER_PYTHON = "~/.cache/peer-venv/bin/python"
+PEER_TIMEOUT = 600.0
+# Our cases that have a peer workload -> the peer scripts' (--workload, --mode, --dtype).
+PEER_WORKLOADS = {
+    "sinusoid_maml": ("sinusoid", "maml", "float32"),
+    "sinusoid_fomaml": ("sinusoid", "fomaml", "float32"),
+    "omniglot_maml_f32": ("omniglot", "maml", "float32"),
+    "omniglot_fomaml_f32": ("omniglot", "fomaml", "float32"),
+    "omniglot_maml_f64": ("omniglot", "maml", "float64"),
+    "omniglot_fomaml_f64": ("omniglot", "fomaml", "float64"),
+    "miniimagenet_maml_f32": ("miniimagenet", "maml", "float32"),
+}
+# Peer -> (its script in the peers folder, {workload: --impl}); a workload it lacks is absent.
+# As side_by_side.py: PyTorch's per-task loop for the convs (its vmap cannot use the fused
+# batch-norm), its vmap for the sinusoid; JAX unrolled for Omniglot (its fast conv form on CPU).
+PEERS = {
+    "pytorch": ("torch_maml.py", {"sinusoid": "vmap", "omniglot": "loop", "miniimagenet": "loop"}),
+    "jax": ("jax_maml.py", {"sinusoid": "vmap", "omniglot": "unroll"}),
+}
+PEER_LABELS = {"pytorch": "PyTorch", "jax": "JAX"}
+# (case, peer, bound on the median ratio ours/peer, what)
+PEER_TARGETS = [("omniglot_maml_f32", "pytorch", 0.5, "Omniglot 2nd-order MAML f32 step"),
+                ("omniglot_fomaml_f32", "pytorch", 0.7, "Omniglot FOMAML f32 step"),
+                ("omniglot_maml_f64", "pytorch", 0.7, "Omniglot MAML f64 step"),
+                ("miniimagenet_maml_f32", "pytorch", 0.7, "mini-ImageNet MAML f32 step"),
+                ("sinusoid_maml", "jax", 1.0, "sinusoid MAML step")]
+PEER_NOTE = ("each round runs, one process at a time, our case in a fresh `python -m experiments.bench "
+             "--timing-only` process, then each peer's script; ratio = ours/peer seconds per "
+             "meta-iteration in that round (each side: median of --repeats after --warmup), reported as "
+             "the median over rounds with min and max; peak RSS = ru_maxrss of that one process from "
+             "os.wait4 (the whole process: interpreter, libraries, data and the step)")
+
+
+def default_peer_python():
+    return os.environ.get("PEER_PY") or os.path.expanduser(DEFAULT_PEER_PYTHON)
+
+
+def peer_commands(case, peers_dir, peer_python, iters, warmup):
+    """{peer: argv} for the peers that have ``case``'s workload."""
+    if case not in PEER_WORKLOADS:
+        return {}
+    workload, mode, dtype = PEER_WORKLOADS[case]
+    return {name: [str(peer_python), str(Path(peers_dir) / script), "--workload", workload, "--mode", mode,
+                   "--dtype", dtype, "--impl", impls[workload], "--iters", str(iters),
+                   "--warmup", str(warmup)]
+            for name, (script, impls) in PEERS.items() if workload in impls}
+
+
+def ours_command(args, case, out):
+    cmd = [sys.executable, "-m", "experiments.bench", "--timing-only", "--cases", case,
+           "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--max-seconds",
+           str(args.max_seconds), "--backend", args.backend, "--out", str(out)]
+    return cmd + (["--quick"] if args.quick else [])
+
+
+def maxrss_bytes(kib):
+    return int(kib) * (1 if sys.platform == "darwin" else 1024)     # Linux: KiB, macOS: bytes
+
+
+# Runs argv[2:] as a child of a small fresh interpreter and writes "ru_maxrss exit-code" of it,
+# read with os.wait4(pid, 0), to argv[1]. Linux records at exec the peak RSS of the memory map
+# the exec replaces: a process started straight from the bench (fork or vfork) would report at
+# least the bench's own peak. Forked from this small process, it starts from ~10 MB.
+REAPER = """import os, sys
+report, argv = sys.argv[1], sys.argv[2:]
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as e:
+        os.write(2, ("could not start %s: %s\\n" % (argv[0], e.strerror)).encode())
+    os._exit(127)
+_, status, ru = os.wait4(pid, 0)
+code = os.waitstatus_to_exitcode(status)
+with open(report, "w") as f:
+    f.write("%d %d" % (ru.ru_maxrss, code))
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
+def run_process(cmd, timeout, cwd=None):
+    """Run ``cmd`` alone and measure its own peak RSS: ``os.wait4(pid, 0)`` on it in ``REAPER``
+    (RUSAGE_CHILDREN would be a max over every child so far). Returns returncode (None: timed
+    out), stdout, stderr, peak_rss_bytes, wall_s and error (why it did not finish, or None).
+    The child gets its own session, so a timeout kills it and anything it started."""
+    res = {"returncode": None, "stdout": "", "stderr": "", "peak_rss_bytes": None, "wall_s": None,
+           "error": None}
+    with tempfile.TemporaryDirectory() as d, tempfile.TemporaryFile() as out, \
+            tempfile.TemporaryFile() as err:
+        report = Path(d) / "rusage"
+        t0 = time.perf_counter()
+        try:
+            p = subprocess.Popen([sys.executable, "-I", "-S", "-c", REAPER, str(report), *map(str, cmd)],
+                                 cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                 start_new_session=True)
+        except OSError as e:
+            res["error"] = f"could not start {cmd[0]}: {e.strerror or e}"
+            return res
+        lock, state = threading.Lock(), {"reaped": False, "killed": False}
+
+        def kill():
+            with lock:
+                if not state["reaped"]:
+                    state["killed"] = True
+                    try:
+                        os.killpg(p.pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+
+        timer = threading.Timer(timeout, kill)
+        timer.daemon = True
+        timer.start()
+        try:
+            _, status, _ = os.wait4(p.pid, 0)
+        except BaseException:                          # Ctrl-C: take the child down with us
+            timer.cancel()
+            kill()
+            os.wait4(p.pid, 0)
+            p.returncode = -signal.SIGKILL
+            raise
+        with lock:
+            state["reaped"] = True
+        timer.cancel()
+        p.returncode = os.waitstatus_to_exitcode(status)      # reaped here: Popen must not wait
+        res["wall_s"] = time.perf_counter() - t0
+        for key, f in (("stdout", out), ("stderr", err)):
+            f.seek(0)
+            res[key] = f.read().decode("utf-8", "replace")
+        try:
+            kib, code = map(int, report.read_text().split())
+            res["peak_rss_bytes"] = maxrss_bytes(kib)
+        except (OSError, ValueError):
+            code = p.returncode
+    if state["killed"]:
+        res["error"] = f"timed out after {timeout:g} s"
+    else:
+        res["returncode"] = p.returncode = code
+        if p.returncode != 0:
+            res["error"] = f"exit status {p.returncode}: {last_line(res['stderr'] or res['stdout'])}"
+    return res
+
+
+def last_line(text, width=160):
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    line = lines[-1] if lines else "(no output)"
+    return line if len(line) <= width else line[:width - 3] + "..."
+
+
+def peer_seconds(stdout):
+    """``sec_per_iter`` of the last JSON line a peer script printed."""
+    for line in reversed(stdout.strip().splitlines()):
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and "sec_per_iter" in obj:
+            t = float(obj["sec_per_iter"])
+            if t > 0 and math.isfinite(t):
+                return t
+            raise ValueError(f"sec_per_iter {obj['sec_per_iter']!r} is not a positive time")
+    raise ValueError(f"no JSON line with sec_per_iter in its output (last line: {last_line(stdout)})")
+
+
+def peers_missing(args):
+    """Why no peer can run at all (the peer python or the peers folder is missing), or None."""
+    py = args.peer_python
+    if not (shutil.which(py) if os.sep not in py else os.access(py, os.X_OK)):
+        return f"peer python {py} not found (set --peer-python or PEER_PY; ../shared/peers/setup.sh makes it)"
+    if not Path(args.peers_dir).is_dir():
+        return f"peers folder {args.peers_dir} not found (set --peers-dir)"
+    return None
+
+
+def spread(values):
+    return ({"median": statistics.median(values), "min": min(values), "max": max(values)}
+            if values else {"median": None, "min": None, "max": None})
+
+
+def compare_case(args, case, log):
+    """Our case and its peers, alternating for ``args.rounds`` rounds, one process at a time."""
+    workload, mode, dtype = PEER_WORKLOADS[case]
+    entry = {"workload": {"workload": workload, "mode": mode, "dtype": dtype}, "ours_failure": None,
+             "ours": {"command": ours_command(args, case, "TMP.json"), "seconds": [], "peak_rss_bytes": []},
+             "peers": {}}
+    for name, cmd in peer_commands(case, args.peers_dir, args.peer_python, args.repeats, args.warmup).items():
+        p = entry["peers"][name] = {"command": cmd, "seconds": [], "ratios": [], "peak_rss_bytes": [],
+                                    "reason": None}
+        if not Path(cmd[1]).is_file():
+            p["reason"] = f"{Path(cmd[1]).name} not found in {args.peers_dir}"
+            log(f"  {name} unavailable: {p['reason']}")
+    ours = entry["ours"]
+    for r in range(args.rounds):
+        live = {k: p for k, p in entry["peers"].items() if p["reason"] is None}
+        if not live:
+            break
+        with tempfile.TemporaryDirectory() as d:
+            out = Path(d) / "ours.json"
+            res = run_process(ours_command(args, case, out), args.peer_timeout, cwd=REPO)
+            why = res["error"]
+            if why is None:
+                try:
+                    t = float(json.loads(out.read_text())["cases"][case]["seconds"])
+                except (OSError, ValueError, KeyError, TypeError) as e:
+                    why = f"no time for {case} in its JSON ({type(e).__name__}: {e})"
+        if why is not None:
+            entry["ours_failure"] = why
+            log(f"  round {r + 1}/{args.rounds}: our subprocess failed: {why}; no more rounds of {case}")
+            break
+        ours["seconds"].append(t)
+        ours["peak_rss_bytes"].append(res["peak_rss_bytes"])
+        parts = [f"ours {fmt_time(t)} (RSS {fmt_bytes(res['peak_rss_bytes'])})"]
+        for name, p in live.items():
+            res = run_process(p["command"], args.peer_timeout, cwd=args.peers_dir)
+            why = res["error"]
+            if why is None:
+                try:
+                    s = peer_seconds(res["stdout"])
+                except ValueError as e:
+                    why = str(e)
+            if why is not None:
+                p["reason"] = why + (f" (in round {r + 1}; earlier rounds kept)" if p["ratios"] else "")
+                log(f"  {name} unavailable: {why}")
+                continue
+            p["seconds"].append(s)
+            p["ratios"].append(t / s)
+            p["peak_rss_bytes"].append(res["peak_rss_bytes"])
+            parts.append(f"{name} {fmt_time(s)} (ratio {t / s:.2f}, RSS {fmt_bytes(res['peak_rss_bytes'])})")
+        log(f"  round {r + 1}/{args.rounds}: " + "; ".join(parts))
+    ours.update({f"{k}_s": v for k, v in spread(ours["seconds"]).items()})
+    ours["peak_rss_max_bytes"] = max(ours["peak_rss_bytes"], default=None)
+    for p in entry["peers"].values():
+        p["available"] = bool(p["ratios"])
+        if not p["ratios"] and p["reason"] is None:
+            p["reason"] = f"no ratio: our subprocess failed: {entry['ours_failure']}"
+        stats = spread(p["ratios"])
+        p.update(median_ratio=stats["median"], ratio_min=stats["min"], ratio_max=stats["max"],
+                 median_s=spread(p["seconds"])["median"],
+                 peak_rss_max_bytes=max(p["peak_rss_bytes"], default=None))
+        p["memory_ratio"] = (ours["peak_rss_max_bytes"] / p["peak_rss_max_bytes"]
+                             if p["peak_rss_max_bytes"] and ours["peak_rss_max_bytes"] else None)
+    return entry
+
+
+def run_peers(args, names, log):
+    """The ``peers`` section of the JSON: every selected case with a peer workload, compared."""
+    section = {"settings": {"rounds": args.rounds, "peers_dir": str(args.peers_dir),
+                            "peer_python": args.peer_python, "timeout_s": args.peer_timeout,
+                            "iters": args.repeats, "warmup": args.warmup, "quick": args.quick},
+               "note": PEER_NOTE, "unavailable": None, "cases": {}}
+    cases = [n for n in names if n in PEER_WORKLOADS]
+    if not cases:
+        section["unavailable"] = "no selected case has a peer workload"
+        log(f"peers: {section['unavailable']} ({', '.join(PEER_WORKLOADS)})")
+        return section
+    why = peers_missing(args)
+    if why:
+        section["unavailable"] = why
+        log(f"peers unavailable: {why}; the bench goes on without them")
+    for case in cases:
+        if why:
+            cmds = peer_commands(case, args.peers_dir, args.peer_python, args.repeats, args.warmup)
+            section["cases"][case] = {"workload": dict(zip(("workload", "mode", "dtype"), PEER_WORKLOADS[case])),
+                                      "ours": None, "ours_failure": None,
+                                      "peers": {k: {"command": c, "available": False, "reason": why}
+                                                for k, c in cmds.items()}}
+            continue
+        log(f"[peers: {case}] {args.rounds} round(s): ours, then {', '.join(PEERS)} where they have it")
+        section["cases"][case] = compare_case(args, case, log)
+    return section
+
+
+
 # ------------------------------------------------------------------------- report
 
 
@@ -563,7 +870,7 @@ def fmt_time(s):
     return f"{s:.2f} s"
 
 
-def targets(cases, ratios, peak):
+def targets(cases, ratios, peak, peers=None):
     out = []
 
     def add(name, desc, value, threshold, ok, unit=""):
@@ -571,7 +878,7 @@ def targets(cases, ratios, peak):
                     "status": "PASS" if ok else "BELOW", "unit": unit})
 
     c = cases.get("omniglot_maml_f32")
-    if c and c.get("gflops") is not None:
+    if c and c.get("gflops") is not None and "float32" in peak:
         frac = c["gflops"] / peak["float32"]["gflops"]
         add("omniglot_maml_f32_gflops", "Omniglot conv4 MAML (2nd order) f32 step, meta-batch "
             f"{c['meta_batch']}: >= 40% of f32 matmul GFLOP/s", frac, 0.40, frac >= 0.40, "fraction")
@@ -587,7 +894,45 @@ def targets(cases, ratios, peak):
         if r:
             add(key, f"task axis faster than the loop ({key.split('_')[-1]})", r["ratio"], 1.0,
                 r["ratio"] > 1.0, "loop/task-axis")
+    peer_cases = (peers or {}).get("cases", {})
+    for case, peer, bound, what in PEER_TARGETS:
+        p = peer_cases.get(case, {}).get("peers", {}).get(peer)
+        if p and p.get("median_ratio") is not None:
+            add(f"{case}_vs_{peer}", f"{what} <= {bound:g}x {PEER_LABELS[peer]}'s (median over "
+                f"{len(p['ratios'])} round(s) of ours/peer)", p["median_ratio"], bound,
+                p["median_ratio"] <= bound, "ratio")
+    p = peer_cases.get("omniglot_maml_f32", {}).get("peers", {}).get("pytorch")
+    if p and p.get("memory_ratio") is not None:
+        add("omniglot_maml_f32_rss_vs_pytorch", "peak RSS of the Omniglot MAML f32 step's process <= "
+            "PyTorch's (ratio ours/PyTorch)", p["memory_ratio"], 1.0, p["memory_ratio"] <= 1.0, "ratio")
     return out
+
+
+def peers_table(section):
+    s = section["settings"]
+    lines = ["", f"peers ({s['rounds']} round(s), each side the median of {s['iters']} after {s['warmup']} "
+                 f"warm-up; ratio = ours/peer per round: median [min-max] over rounds; RSS = peak "
+                 f"resident memory of each whole process, os.wait4)"
+                 + (": QUICK SIZES on our side only, ratios meaningless" if s["quick"] else ":")]
+    if section["unavailable"] and not section["cases"]:
+        return lines + [f"  {section['unavailable']}"]
+    head = (f"{'case':<22} {'peer':<8} {'ours':>9} {'peer':>9} {'ratio':>6} {'min-max':>11} {'n':>2} "
+            f"{'ours RSS':>9} {'peer RSS':>9} {'RSS ratio':>9}")
+    lines += [head, "-" * len(head)]
+    for case, c in section["cases"].items():
+        for name, p in c["peers"].items():
+            if not p["available"]:
+                why = p["reason"]
+                lines.append(f"{case:<22} {name:<8} " + (why if why.startswith("no ratio") else
+                                                         f"peer unavailable: {why}"))
+                continue
+            o = c["ours"]
+            lines.append(f"{case:<22} {name:<8} {fmt_time(o['median_s']):>9} {fmt_time(p['median_s']):>9} "
+                         f"{p['median_ratio']:>6.2f} {p['ratio_min']:>5.2f}-{p['ratio_max']:<5.2f} "
+                         f"{len(p['ratios']):>2} {fmt_bytes(o['peak_rss_max_bytes']):>9} "
+                         f"{fmt_bytes(p['peak_rss_max_bytes']):>9} {p['memory_ratio']:>9.2f}"
+                         + (f"  ({p['reason']})" if p["reason"] else ""))
+    return lines
 
 
 def table(result):
@@ -597,8 +942,9 @@ def table(result):
              f"backend {result['machine']['backend']}, "
              f"OPENBLAS_NUM_THREADS={result['machine']['env']['OPENBLAS_NUM_THREADS']}, "
              f"numba threads {result['machine']['numba_threads']}",
-             "matmul peak: " + ", ".join(f"{d} {v['gflops']:.1f} GFLOP/s ({v['n']}x{v['n']}, median of "
-                                         f"{v['repeats']})" for d, v in peak.items()),
+             "matmul peak: " + (", ".join(f"{d} {v['gflops']:.1f} GFLOP/s ({v['n']}x{v['n']}, median of "
+                                          f"{v['repeats']})" for d, v in peak.items())
+                                or "not measured (--timing-only)"),
              ""]
     head = (f"{'case':<24} {'dtype':<8} {'T':>3} {'s/iter':>10} {'min':>10} {'max':>10} {'n':>2} "
             f"{'peak mem':>8} {'GFLOP':>8} {'GFLOP/s':>8} {'%peak':>6}  config")
@@ -608,9 +954,11 @@ def table(result):
         pct = f"{100 * c['gflops'] / pk:.1f}" if pk and c.get("gflops") is not None else "-"
         T = "" if c.get("meta_batch") is None else str(c["meta_batch"])
         loop = "" if c.get("batched") in (None, True) else " [loop]"
+        gflop = "-" if c.get("gflop") is None else f"{c['gflop']:.3f}"
+        gflops = "-" if c.get("gflops") is None else f"{c['gflops']:.2f}"
         lines.append(f"{name:<24} {c.get('dtype', ''):<8} {T:>3} {fmt_time(c['seconds']):>10} "
                      f"{fmt_time(c['min_s']):>10} {fmt_time(c['max_s']):>10} {c['repeats']:>2} "
-                     f"{fmt_bytes(c['peak_bytes']):>8} {c['gflop']:>8.3f} {c['gflops']:>8.2f} "
+                     f"{fmt_bytes(c.get('peak_bytes')):>8} {gflop:>8} {gflops:>8} "
                      f"{pct:>6}  {c['config']}{loop}")
     lines.append(f"({result['notes']['gflop']}; peak memory: {result['notes']['peak_memory']}; "
                  f"%peak is against the matmul peak of the same dtype)")
@@ -619,6 +967,8 @@ def table(result):
         for name, r in result["ratios"].items():
             lines.append(f"{name:<26} {r['ratio']:>7.2f}  {r['numerator'] + ' ' + fmt_time(r['numerator_s']):>26} / "
                          f"{r['denominator'] + ' ' + fmt_time(r['denominator_s']):<26} {r['note']}")
+    if result.get("peers"):
+        lines += peers_table(result["peers"])
     if result["targets"]:
         lines += ["", "targets" + (": QUICK SIZES, not the targets' configurations, statuses "
                                    "meaningless" if result["settings"]["quick"] else ":")]
@@ -655,9 +1005,26 @@ def parse_args(argv=None):
     p.add_argument("--max-seconds", type=float, default=120.0,
                    help="cap on one measurement's timed repeats, estimated from the warm-up (0: none)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT})")
+    p.add_argument("--peers", action="store_true",
+                   help="also run the selected cases that have a peer workload side by side with the "
+                        "PyTorch and JAX scripts of --peers-dir, one process at a time (see the module help)")
+    p.add_argument("--peers-dir", type=Path, default=DEFAULT_PEERS_DIR,
+                   help="folder of torch_maml.py and jax_maml.py (default: ../shared/peers beside the "
+                        f"checkout, here {DEFAULT_PEERS_DIR})")
+    p.add_argument("--peer-python", default=default_peer_python(),
+                   help=f"the Python that has torch and jax (default: $PEER_PY or {DEFAULT_PEER_PYTHON})")
+    p.add_argument("--rounds", type=int, default=3, help="--peers: alternating rounds per case (median ratio)")
+    p.add_argument("--peer-timeout", type=float, default=PEER_TIMEOUT,
+                   help="--peers: seconds each subprocess (ours or a peer's) may run before it is killed")
+    p.add_argument("--timing-only", action="store_true",
+                   help="only the seconds per iteration: no matmul peak, no flop-counting or tracemalloc "
+                        "iteration (what --peers runs in its subprocesses, so their peak RSS is the step's)")
     args = p.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:
         p.error("--repeats must be >= 1 and --warmup >= 0")
+    if args.rounds < 1 or args.peer_timeout <= 0:
+        p.error("--rounds must be >= 1 and --peer-timeout > 0")
+    args.peer_python = os.path.expanduser(args.peer_python)
     return args
 
 
@@ -677,14 +1044,17 @@ def main(argv=None):
         print(f"bench: {len(names)} case(s), backend {backend.name}, kernels {kernels.kernels_name()}, "
               f"repeats {args.repeats}, warm-up {args.warmup}{', quick sizes' if args.quick else ''}",
               flush=True)
-        print(f"[matmul peak] {S['matmul_n']}x{S['matmul_n']} float32 and float64 ...", flush=True)
-        peak = matmul_peak(S["matmul_n"])
-        for d, v in peak.items():
-            print(f"  {d}: {v['gflops']:.1f} GFLOP/s", flush=True)
+        peak = {}
+        if not args.timing_only:
+            print(f"[matmul peak] {S['matmul_n']}x{S['matmul_n']} float32 and float64 ...", flush=True)
+            peak = matmul_peak(S["matmul_n"])
+            for d, v in peak.items():
+                print(f"  {d}: {v['gflops']:.1f} GFLOP/s", flush=True)
         bench = Bench(args)
         t_start = time.perf_counter()
         for name in names:
             bench.run_case(name)
+        peers = run_peers(args, names, bench.log) if args.peers else None
         mem_note = ("cupy default memory pool total_bytes after one iteration (device)"
                     if backend.name == "cupy" else
                     "tracemalloc peak during one untimed iteration, above what was allocated before "
@@ -697,6 +1067,7 @@ def main(argv=None):
         result = {
             "machine": info,
             "settings": {"repeats": args.repeats, "warmup": args.warmup, "quick": args.quick,
+                         "timing_only": args.timing_only, "peers": args.peers,
                          "backend": backend.name, "max_seconds": args.max_seconds, "cases": names,
                          "sizes": S},
             "notes": {"gflop": FLOP_NOTE, "peak_memory": mem_note,
@@ -705,7 +1076,8 @@ def main(argv=None):
             "matmul": peak,
             "cases": bench.cases,
             "ratios": bench.ratios,
-            "targets": targets(bench.cases, bench.ratios, peak),
+            "peers": peers,
+            "targets": targets(bench.cases, bench.ratios, peak, peers),
             "process_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "total_seconds": time.perf_counter() - t_start,
         }

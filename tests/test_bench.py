@@ -1,11 +1,15 @@
 """Tests for experiments/bench.py: a ``--quick`` run of every case writes valid JSON with the
 expected keys and positive finite times; the cases use the experiments' own configurations
-and learners; ``--backend cupy`` without CuPy fails with the backend's clear message. Speed
-is never asserted here."""
+and learners; ``--backend cupy`` without CuPy fails with the backend's clear message;
+``--peers`` against fake peer scripts records rounds, ratios and each process's own peak RSS,
+and a missing, failing or hanging peer is one line and exit 0. Speed is never asserted here."""
+import contextlib
 import importlib.util
+import io
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -135,3 +139,158 @@ def test_cupy_backend_without_cupy_fails_clearly(tmp_path):
     assert message.startswith("bench: ") and "CuPy" in message and "not installed" in message
     assert "\n" not in message and "Traceback" not in message          # one clear sentence
     assert not out.exists()
+
+
+# ------------------------------------------------------------------------- --peers, with fake peers
+# Tiny stand-ins for ../shared/peers' scripts: they print the real scripts' last line (one JSON
+# object with sec_per_iter) and hold a known amount of memory, so every number is checkable.
+FAKE_TORCH = '''import json, sys
+block = bytearray(150 * 2**20)
+for i in range(0, len(block), 4096):       # touch every page: resident
+    block[i] = 1
+print("torch 2.13 (fake)")
+print(json.dumps({"workload": sys.argv[sys.argv.index("--workload") + 1], "argv": sys.argv[1:],
+                  "sec_per_iter": 0.004, "timing": {"median": 0.004}}))
+'''
+FAKE_JAX = '''import json, sys
+print(json.dumps({"argv": sys.argv[1:], "sec_per_iter": 0.001, "timing": {"median": 0.001}}))
+'''
+FAILING = 'import sys; print("loading"); sys.exit("torch exploded: no such op")\n'
+HANGING = 'import time; time.sleep(60)\n'
+MiB = 2 ** 20
+
+
+def fake_peers(folder, torch=FAKE_TORCH, jax=FAKE_JAX):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "torch_maml.py").write_text(torch)
+    (folder / "jax_maml.py").write_text(jax)
+    return folder
+
+
+def run_peers_bench(tmp_path, capsys, cases, peers_dir, peer_python=sys.executable, *extra):
+    out = tmp_path / "peers.json"
+    rc = bench.main(["--quick", "--repeats", "1", "--warmup", "1", "--cases", *cases, "--peers",
+                     "--peers-dir", str(peers_dir), "--peer-python", str(peer_python),
+                     "--out", str(out), *extra])
+    printed = capsys.readouterr().out
+    return rc, json.loads(out.read_text()), printed
+
+
+@pytest.fixture(scope="module")
+def peers_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("peers")
+    folder = fake_peers(tmp / "peers")
+    out = tmp / "peers.json"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = bench.main(["--quick", "--repeats", "1", "--warmup", "1", "--cases", "sinusoid_maml",
+                         "omniglot_maml_f32", "--peers", "--peers-dir", str(folder), "--peer-python",
+                         sys.executable, "--rounds", "2", "--out", str(out)])
+    return rc, json.loads(out.read_text()), buf.getvalue()
+
+
+def test_peers_rounds_ratios_and_peak_rss(peers_run):
+    rc, r, printed = peers_run
+    assert rc == 0
+    section = r["peers"]
+    assert section["settings"]["rounds"] == 2 and section["unavailable"] is None
+    assert list(section["cases"]) == ["sinusoid_maml", "omniglot_maml_f32"]
+    for case, c in section["cases"].items():
+        ours = c["ours"]
+        assert len(ours["seconds"]) == 2 and all(t > 0 for t in ours["seconds"])
+        assert "--timing-only" in ours["command"] and "--quick" in ours["command"]
+        assert set(c["peers"]) == {"pytorch", "jax"}
+        for name, peer_s in (("pytorch", 0.004), ("jax", 0.001)):
+            p = c["peers"][name]
+            assert p["available"] and p["reason"] is None
+            assert p["seconds"] == [peer_s, peer_s]                  # the fake's sec_per_iter, each round
+            assert p["ratios"] == pytest.approx([t / peer_s for t in ours["seconds"]])
+            assert p["median_ratio"] == pytest.approx(statistics.median(p["ratios"]))
+            assert p["ratio_min"] <= p["median_ratio"] <= p["ratio_max"]
+            assert len(p["peak_rss_bytes"]) == 2
+        # Each process's own peak: the fake PyTorch holds 150 MiB, the fake JAX nothing, our
+        # side NumPy and Numba. A max over all children (RUSAGE_CHILDREN), or a child forked
+        # straight from this big test process, would give JAX >= 150 MiB.
+        assert all(b >= 150 * MiB for b in c["peers"]["pytorch"]["peak_rss_bytes"])
+        assert all(0 < b < 60 * MiB for b in c["peers"]["jax"]["peak_rss_bytes"])
+        assert all(60 * MiB < b < 150 * MiB for b in ours["peak_rss_bytes"]), ours["peak_rss_bytes"]
+        torch = c["peers"]["pytorch"]
+        assert torch["memory_ratio"] == pytest.approx(ours["peak_rss_max_bytes"] / torch["peak_rss_max_bytes"])
+    # the workloads as side_by_side.py runs them
+    omni = section["cases"]["omniglot_maml_f32"]["peers"]
+    sin = section["cases"]["sinusoid_maml"]["peers"]
+
+    def flag(cmd, name):
+        return cmd[cmd.index(name) + 1]
+    assert flag(omni["pytorch"]["command"], "--impl") == "loop"
+    assert flag(omni["jax"]["command"], "--impl") == "unroll"
+    assert flag(sin["pytorch"]["command"], "--impl") == "vmap" == flag(sin["jax"]["command"], "--impl")
+    assert flag(omni["pytorch"]["command"], "--workload") == "omniglot"
+    assert flag(omni["pytorch"]["command"], "--dtype") == "float32"
+    assert flag(omni["pytorch"]["command"], "--iters") == "1"
+
+    rows = [ln for ln in printed.splitlines() if ln.startswith("omniglot_maml_f32") and " pytorch " in ln]
+    assert len(rows) == 1 and f"{omni['pytorch']['median_ratio']:.2f}" in rows[0]
+    assert bench.fmt_bytes(omni["pytorch"]["peak_rss_max_bytes"]) in rows[0]
+    names = {t["name"]: t for t in r["targets"]}
+    assert names["omniglot_maml_f32_vs_pytorch"]["threshold"] == 0.5
+    assert names["omniglot_maml_f32_vs_pytorch"]["value"] == omni["pytorch"]["median_ratio"]
+    assert names["sinusoid_maml_vs_jax"]["threshold"] == 1.0
+    assert names["omniglot_maml_f32_rss_vs_pytorch"]["value"] == omni["pytorch"]["memory_ratio"]
+    assert all(t["status"] in ("PASS", "BELOW") for t in r["targets"])
+
+
+def test_peer_workloads_and_commands():
+    assert bench.peer_commands("omniglot_reptile_f32", "/p", "py", 5, 1) == {}
+    mini = bench.peer_commands("miniimagenet_maml_f32", "/p", "py", 5, 1)
+    assert list(mini) == ["pytorch"]                     # jax_maml.py has no mini-ImageNet
+    assert mini["pytorch"][:2] == ["py", str(Path("/p") / "torch_maml.py")]
+    f64 = bench.peer_commands("omniglot_fomaml_f64", "/p", "py", 5, 1)["jax"]
+    assert f64[f64.index("--mode") + 1] == "fomaml" and f64[f64.index("--dtype") + 1] == "float64"
+    assert set(bench.PEER_WORKLOADS) <= set(bench.ALL_CASES)
+
+
+def test_peer_output_parsing():
+    assert bench.peer_seconds('warming up\n{"sec_per_iter": 0.25, "timing": {}}\n') == 0.25
+    with pytest.raises(ValueError, match="no JSON line with sec_per_iter"):
+        bench.peer_seconds('{"train_sec_per_iter": 1.0}\n')
+    with pytest.raises(ValueError, match="positive"):
+        bench.peer_seconds('{"sec_per_iter": NaN}\n')
+
+
+@pytest.mark.parametrize("missing", ["python", "folder"])
+def test_peers_missing_is_one_line_and_exit_0(tmp_path, capsys, missing):
+    folder = fake_peers(tmp_path / "peers")
+    py = sys.executable
+    if missing == "python":
+        py = tmp_path / "no-venv" / "bin" / "python"
+    else:
+        folder = tmp_path / "nowhere"
+    rc, r, printed = run_peers_bench(tmp_path, capsys, ["sinusoid_maml"], folder, py)
+    assert rc == 0
+    said = [ln for ln in printed.splitlines() if ln.startswith("peers unavailable: ")]
+    assert len(said) == 1 and str(py if missing == "python" else folder) in said[0]
+    assert "Traceback" not in printed
+    c = r["peers"]["cases"]["sinusoid_maml"]
+    assert c["ours"] is None                                       # no round was run
+    assert all(not p["available"] and p["reason"] == r["peers"]["unavailable"] for p in c["peers"].values())
+    rows = [ln for ln in printed.splitlines() if ln.startswith("sinusoid_maml ") and "peer unavailable: " in ln]
+    assert len(rows) == 2
+    assert "sinusoid_maml" in r["cases"]                            # the bench itself went on
+    assert not any(t["name"].endswith("_vs_jax") for t in r["targets"])
+
+
+def test_failing_and_hanging_peers_are_reported_and_the_bench_goes_on(tmp_path, capsys):
+    folder = fake_peers(tmp_path / "peers", torch=FAILING, jax=HANGING)
+    rc, r, printed = run_peers_bench(tmp_path, capsys, ["sinusoid_maml"], folder, sys.executable,
+                                     "--rounds", "2", "--peer-timeout", "3")
+    assert rc == 0
+    lines = printed.splitlines()
+    assert sum("pytorch unavailable: exit status 1: torch exploded: no such op" in ln for ln in lines) == 1
+    assert sum("jax unavailable: timed out after 3 s" in ln for ln in lines) == 1
+    c = r["peers"]["cases"]["sinusoid_maml"]
+    assert len(c["ours"]["seconds"]) == 1          # a failed peer is not retried: no second round
+    assert not c["peers"]["pytorch"]["available"] and "torch exploded" in c["peers"]["pytorch"]["reason"]
+    assert not c["peers"]["jax"]["available"] and "timed out" in c["peers"]["jax"]["reason"]
+    row = [ln for ln in lines if ln.startswith("sinusoid_maml ") and " jax " in ln]
+    assert row and "peer unavailable: timed out after 3 s" in row[0]
