@@ -3,7 +3,7 @@ label-offset episodes: configurations and the accuracy-by-instance figure.
 
     python -m experiments.mann --out runs/mann                        # MANN, the paper's sizes
     python -m experiments.mann --algo lstm --out runs/mann_lstm       # the LSTM baseline
-    python -m experiments.mann evaluate runs/mann/checkpoint.npz      # accuracy by instance ± CI
+    python -m experiments.mann evaluate runs/mann/best.npz            # accuracy by instance ± CI
     python -m experiments.mann figure runs/eval/A/evaluation.json runs/eval/B/evaluation.json --out fig.png
 
 The paper's setting (Section 4.1 and Figure 2): episodes of 5 classes × 10 drawings = 50
@@ -11,6 +11,12 @@ steps, labels shuffled per episode and given one step late, 20×20 images flatte
 controller of 200 units, memory 128 × 40, 4 read heads, usage decay γ = 0.95, Adam 1e-3, 16
 episodes per batch. The paper also rotates and translates the characters; ``--rotations``
 adds the 90-degree rotations as new classes (off by default), translations are not done.
+
+Every ``--val-every`` batches the accuracy at the second instance on ``--val-tasks``
+validation episodes is logged; with ``--keep-best`` (the default; ``--no-keep-best`` turns
+it off) each one higher than every earlier one writes the checkpoint of that batch to
+``<out>/best.npz``. ``evaluate`` takes it, ``checkpoint.npz`` or a run folder (its
+``best.npz``, else its ``checkpoint.npz``).
 """
 import time
 from pathlib import Path
@@ -22,11 +28,10 @@ from tinymeta.data import load_splits
 from tinymeta.optim import Adam
 from tinymeta.tasks.sequences import SequenceSampler
 from tinymeta.training import (ArgumentParser, CHECKPOINT, RunFolder, Training, Validation,
-                               meta_test, mean_ci, read_checkpoint, run_main, save_figure, summarize,
-                               write_json)
+                               describe_checkpoint, meta_test, mean_ci, read_checkpoint, resolve_checkpoint,
+                               restore_learner, run_main, save_figure, summarize, write_json)
 from tinymeta.training.config import (Config, ConfigError, Option, boolean, choice, non_negative_int, positive_float,
                                       positive_int)
-from tinymeta import checkpoint
 
 VAL_SEED = 20160519       # the validation episodes: the same ones at every validation
 EVAL_SEED = 1
@@ -56,11 +61,14 @@ OPTIONS = {
                         matters=False),
     "val_tasks": Option(non_negative_int, "validation episodes, 0 = none (default 160)", matters=False),
     "checkpoint_every": Option(non_negative_int, "checkpoint every N batches (default 500)", matters=False),
+    "keep_best": Option(boolean, "write the checkpoint of the best validation accuracy so far to "
+                                 "<out>/best.npz (default: on; needs --val-tasks)", matters=False,
+                        negatable=True),
 }
 DEFAULTS = {"algo": "mann", "ways": 5, "instances": 10, "meta_batch": 16, "meta_lr": 1e-3, "hidden": 200,
             "slots": 128, "width": 40, "heads": 4, "gamma": 0.95, "image_size": 20, "rotations": False,
             "seed": 0, "dtype": "float32", "iterations": 10000, "val_every": 500, "val_tasks": 160,
-            "checkpoint_every": 500}
+            "checkpoint_every": 500, "keep_best": True}
 
 
 def check(cfg):
@@ -95,7 +103,7 @@ def hooks(cfg, val_classes):
     def measure(learner):                  # accuracy at the 2nd instance: the paper's headline
         result = meta_test(learner, sampler(cfg, val_classes, VAL_SEED), cfg["val_tasks"], 0, cfg["meta_batch"])
         return mean_ci(result["by_instance"][1])
-    return [Validation(measure, cfg["val_every"])]
+    return [Validation(measure, cfg["val_every"], keep_best=cfg["keep_best"])]
 
 
 # --- figure ---------------------------------------------------------------------------------
@@ -161,7 +169,8 @@ def train(args):
 def evaluate_parser():
     p = ArgumentParser(prog="python -m experiments.mann evaluate",
                        description="Accuracy by instance (± 95% CI) of a checkpoint on test-class episodes.")
-    p.add_argument("checkpoint", help="a checkpoint.npz written by training")
+    p.add_argument("checkpoint", help="a checkpoint written by training (best.npz, checkpoint.npz), "
+                                      "or a run folder: its best.npz, else its checkpoint.npz")
     p.add_argument("--tasks", type=positive_int, default=1000, help="test episodes (default 1000)")
     p.add_argument("--seed", type=non_negative_int, default=EVAL_SEED, help=f"seed of the test episodes (default {EVAL_SEED})")
     p.add_argument("--data-dir", help="folder containing omniglot/ (default $TINYMETA_DATA)")
@@ -170,19 +179,16 @@ def evaluate_parser():
 
 
 def evaluate(args):
-    path = Path(args.checkpoint)
-    arrays, meta = read_checkpoint(path)
-    cfg = CONFIG.complete(meta["config"])
-    learner = build(cfg)
-    learner.load_state_dict(checkpoint.unpack({k: v for k, v in arrays.items() if not k.startswith("log/")},
-                                              meta["learner"]))
+    path = resolve_checkpoint(args.checkpoint)
+    cfg, meta, learner = restore_learner(path, CONFIG, build)
     out = Path(args.out) if args.out else Path("runs") / "eval" / f"{path.parent.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     with RunFolder(out, marker="evaluation.json", say=lambda m: None) as folder:
         _train, _val, test, fingerprint = load(cfg, args.data_dir)
         t0 = time.perf_counter()
         result = meta_test(learner, sampler(cfg, test, args.seed), args.tasks, 0, cfg["meta_batch"])
         acc = summarize(100.0 * result["by_instance"])
-        evaluation = {"checkpoint": str(path), "iteration": meta["iteration"], "config": cfg,
+        evaluation = {"checkpoint": str(path), "iteration": meta["iteration"], "best": meta.get("best"),
+                      "config": cfg,
                       "tasks": args.tasks, "seed": args.seed, "by_instance": acc,
                       "accuracy": summarize(100.0 * result["accuracy"]), "paper": PAPER[cfg["algo"]],
                       "paper_instances": list(INSTANCES_SHOWN), "data_fingerprint": fingerprint,
@@ -192,7 +198,7 @@ def evaluate(args):
         shown = "  ".join(f"{k}: {acc['mean'][k - 1]:.1f}±{acc['ci95'][k - 1]:.1f}"
                           for k in INSTANCES_SHOWN if k <= len(acc["mean"]))
         print(f"{cfg['algo']} accuracy by instance (%), {args.tasks} episodes: {shown}  "
-              f"(wrote {folder / 'evaluation.json'})", flush=True)
+              f"({describe_checkpoint(path, meta)}; wrote {folder / 'evaluation.json'})", flush=True)
         return evaluation
 
 

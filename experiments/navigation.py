@@ -12,7 +12,7 @@ Training (the default subcommand, ``train`` may be written or left out)::
 Evaluation of one checkpoint, and Figure 4 (MAML, pretrained, random initialisation, oracle
 on the same test goals)::
 
-    python -m experiments.navigation evaluate runs/nav_maml/checkpoint.npz [--goals 40] [--seed 1]
+    python -m experiments.navigation evaluate runs/nav_maml/best.npz [--goals 40] [--seed 1]
     python -m experiments.navigation figure [--maml CKPT] [--pretrained CKPT] [--oracle CKPT]
         [--pretrained-lr A] [--random-lr A] [--seed 1] [--out DIR]
 
@@ -39,7 +39,11 @@ return after ``--inner-steps`` steps on ``--val-tasks`` validation goals (always
 logged. ``<out>/checkpoint.npz``, ``log.csv`` (loss = minus the average return of the
 adapted policies in that iteration) and ``curves.png`` are written every
 ``--checkpoint-every`` iterations, at the end, and on Ctrl-C or SIGTERM; ``--resume``
-continues bit-identically (the trajectories' random stream is the goal sampler's).
+continues bit-identically (the trajectories' random stream is the goal sampler's). With
+``--keep-best`` (the default; ``--no-keep-best`` turns it off) each validation return higher
+than every earlier one writes the checkpoint of that iteration to ``<out>/best.npz``;
+``evaluate`` takes it, ``checkpoint.npz`` or a run folder (its ``best.npz``, else its
+``checkpoint.npz``).
 
 Evaluation
 ----------
@@ -61,9 +65,9 @@ from autograd.allocator import reuse_large_allocations
 from experiments import configs
 from tinymeta.algorithms import MAMLRL
 from tinymeta.rl import GaussianMLPPolicy, GoalSampler, PointNavigation, TRPO
-from tinymeta.training import (ArgumentParser, CHECKPOINT, CONVENTION, RunFolder, Training, Validation, mean_ci,
-                               meta_test, read_checkpoint, restore_learner, run_main, save_figure, summarize,
-                               write_json)
+from tinymeta.training import (ArgumentParser, CHECKPOINT, CONVENTION, RunFolder, Training, Validation,
+                               describe_checkpoint, mean_ci, meta_test, read_checkpoint, resolve_checkpoint,
+                               restore_learner, run_main, save_figure, summarize, write_json)
 from tinymeta.training.config import (Config, ConfigError, Option, boolean, choice, non_negative_int,
                                       positive_float, positive_int)
 
@@ -85,7 +89,7 @@ KILL_ENV = "TINYMETA_NAVIGATION_KILL_AFTER_CHECKPOINT"
 
 RECIPES = configs.FOLDER
 PAPER = configs.load("navigation_maml")
-RUN_DEFAULTS = {"seed": 0, "val_every": 10, "val_tasks": 40, "checkpoint_every": 10}
+RUN_DEFAULTS = {"seed": 0, "val_every": 10, "val_tasks": 40, "checkpoint_every": 10, "keep_best": True}
 
 OPTIONS = {
     "algo": Option(choice(*ALGOS), "maml, pretrained (TRPO on all tasks jointly) or oracle (the same, "
@@ -118,6 +122,9 @@ OPTIONS = {
     "val_tasks": Option(non_negative_int, "validation goals, 0 = no validation (default 40)", matters=False),
     "checkpoint_every": Option(non_negative_int, "checkpoint every N iterations, 0 = only at the end "
                                                  "(default 10)", matters=False),
+    "keep_best": Option(boolean, "write the checkpoint of the best validation return so far to "
+                                 "<out>/best.npz (default: on; needs --val-tasks)", matters=False,
+                        negatable=True),
 }
 
 
@@ -172,7 +179,8 @@ def hooks(cfg):
         returns = meta_test(learner, GoalSampler(rng=VAL_SEED), cfg["val_tasks"], cfg["inner_steps"])
         return mean_ci(returns["return"][-1])
     return [Validation(measure, cfg["val_every"], label=f"validation return after {cfg['inner_steps']} "
-                                                        f"step(s)", percent=False)]
+                                                        f"step(s)", percent=False,
+                       keep_best=cfg["keep_best"], higher_is_better=True)]
 
 
 # --- figures --------------------------------------------------------------------------------
@@ -300,7 +308,8 @@ def evaluate_parser():
     p = ArgumentParser(prog="python -m experiments.navigation evaluate",
                                 description="Average return after 0..k policy-gradient steps on test "
                                             "goals (mean ± 95% CI over the goals).")
-    p.add_argument("checkpoint", help="a checkpoint.npz written by training")
+    p.add_argument("checkpoint", help="a checkpoint written by training (best.npz, checkpoint.npz), "
+                                      "or a run folder: its best.npz, else its checkpoint.npz")
     add_test_options(p)
     p.add_argument("--out", help="output folder (default runs/eval/<checkpoint stem>-<time>)")
     p.add_argument("--quiet", action="store_true", help="print only the result line")
@@ -318,17 +327,18 @@ def add_test_options(p):
 
 
 def evaluate(args):
-    path = Path(args.checkpoint)
+    path = resolve_checkpoint(args.checkpoint)
     cfg, meta, learner = restore(path)
     steps = cfg["eval_steps"] if args.eval_steps is None else args.eval_steps
     say = (lambda *a: None) if args.quiet else (lambda msg: print(msg, flush=True))
     out = Path(args.out) if args.out else Path("runs") / "eval" / f"{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     with RunFolder(out, marker="evaluation.json", say=say) as folder:
-        say(f"checkpoint {path}: {cfg['algo']}, iteration {meta['iteration']} of {cfg['iterations']}")
+        say(f"{describe_checkpoint(path, meta)}: {cfg['algo']}, {cfg['iterations']} iterations in all")
         t0 = time.perf_counter()
         returns = test_returns(learner, args.goals, args.seed, steps, args.inner_lr, args.later_inner_lr)
         stats = summarize(returns)
-        result = {"checkpoint": str(path), "iteration": meta["iteration"], "config": cfg, "goals": args.goals,
+        result = {"checkpoint": str(path), "iteration": meta["iteration"], "best": meta.get("best"),
+                  "config": cfg, "goals": args.goals,
                   "seed": args.seed, "eval_steps": steps,
                   "inner_lr": args.inner_lr or cfg["inner_lr"], "later_inner_lr": learner.later_inner_lr,
                   "return": stats, "ci": CONVENTION, "per_goal_return": returns.tolist(),
@@ -336,7 +346,8 @@ def evaluate(args):
         write_json(folder / "evaluation.json", result)
         shown = " / ".join(f"{m:.2f} ± {c:.2f}" for m, c in zip(stats["mean"], stats["ci95"]))
         print(f"2D navigation, {cfg['algo']}: average return after 0..{steps} steps ({args.goals} goals, "
-              f"seed {args.seed}): {shown}  (wrote {folder / 'evaluation.json'})", flush=True)
+              f"seed {args.seed}): {shown}  ({describe_checkpoint(path, meta)}; "
+              f"wrote {folder / 'evaluation.json'})", flush=True)
         return result
 
 

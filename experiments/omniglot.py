@@ -12,8 +12,11 @@ Training (the default subcommand, ``train`` may be written or left out)::
 
 Evaluation of a checkpoint on the meta-test split, or on Lake et al.'s 20 one-shot runs::
 
-    python -m experiments.omniglot evaluate runs/omni5w1s/checkpoint.npz [--tasks 600]
+    python -m experiments.omniglot evaluate runs/omni5w1s/best.npz [--tasks 600]
         [--eval-steps N] [--seed S] [--data-dir D] [--lake] [--out FOLDER]
+
+(any checkpoint: ``best.npz``, ``checkpoint.npz``, or the run folder, which means its
+``best.npz`` where validation kept one, else its ``checkpoint.npz``).
 
 The data folder is ``--data-dir`` or ``$TINYMETA_DATA``: the folder that *contains* ``omniglot/``.
 
@@ -75,6 +78,9 @@ query accuracy after ``--eval-steps`` inner steps is logged. ``<out>/checkpoint.
 ``log.csv`` and ``curves.png`` are written every ``--checkpoint-every`` iterations, at the
 end, and on Ctrl-C or SIGTERM; ``--resume`` continues bit-identically (same numerical
 settings), taking the checkpoint's options; options that change the training are refused.
+With ``--keep-best`` (the default; ``--no-keep-best`` turns it off) each validation accuracy
+higher than every earlier one writes the checkpoint of that iteration to ``<out>/best.npz``
+(the MAML paper's protocol: evaluate the model with the best validation accuracy).
 
 Evaluation
 ----------
@@ -113,8 +119,8 @@ from tinymeta.tasks.episodic import Episode, EpisodeSampler
 from tinymeta.tasks.pairs import PairSampler
 from tinymeta.training import (ArgumentParser, CHECKPOINT, CosineDecay, LinearDecay, SetIteration, StepDecay,
                                RunFolder, Training, UsageError, Validation,
-                               mean_ci, meta_test, read_checkpoint, restore_learner, run_main, save_figure, summarize,
-                               write_json, CONVENTION)
+                               describe_checkpoint, mean_ci, meta_test, read_checkpoint, resolve_checkpoint,
+                               restore_learner, run_main, save_figure, summarize, write_json, CONVENTION)
 from tinymeta.training.config import (Config, ConfigError, Option, boolean, choice, non_negative_int,
                                       positive_float, positive_int)
 
@@ -135,7 +141,7 @@ MAML_DEFAULTS = {        # Finn et al. 2017, Appendix A.1, by ways
 }
 COMMON_DEFAULTS = {"ways": 5, "shots": 1, "query": 15, "seed": 0, "split": "maml", "dtype": "float32",
                    "transductive": True, "val_tasks": 100, "val_every": 500, "checkpoint_every": 1000,
-                   "n_val": 100, "split_seed": 0, "fce_steps": None}
+                   "n_val": 100, "split_seed": 0, "fce_steps": None, "keep_best": True}
 IMAML_DEFAULTS = {       # Rajeswaran et al. 2019, Omniglot: λ = 2, 16 proximal steps, 5 CG steps
     "lam": 2.0, "cg_steps": 5, "inner_steps": 16, "eval_steps": 16, "inner_lr": 0.1}
 MAMLPP = {"multi_step_loss": 0, "per_step_lr": False, "per_step_bn": False,   # all off by default
@@ -216,6 +222,9 @@ OPTIONS = {
     "val_tasks": Option(non_negative_int, "validation tasks, 0 = no validation (default 100)", matters=False),
     "checkpoint_every": Option(non_negative_int, "checkpoint every N iterations, 0 = only at the end "
                                                  "(default 1000)", matters=False),
+    "keep_best": Option(boolean, "write the checkpoint of the best validation accuracy so far to "
+                                 "<out>/best.npz (default: on; needs --val-tasks)", matters=False,
+                        negatable=True),
 }
 
 
@@ -426,7 +435,7 @@ def hooks(cfg, val_classes):
             acc = meta_test(learner, sampler(cfg, val_classes, VAL_SEED, test=True), cfg["val_tasks"],
                             cfg["eval_steps"], task_chunk(cfg))["accuracy"][-1]
             return mean_ci(acc)
-        out.append(Validation(measure, cfg["val_every"]))
+        out.append(Validation(measure, cfg["val_every"], keep_best=cfg["keep_best"]))
     return out
 
 
@@ -484,7 +493,8 @@ def evaluate_parser():
         prog="python -m experiments.omniglot evaluate",
         description="Evaluate a checkpoint on meta-test tasks (mean accuracy ± 95% CI), or on "
                     "Lake et al.'s 20-way one-shot runs with --lake.")
-    p.add_argument("checkpoint", help="a checkpoint.npz written by training")
+    p.add_argument("checkpoint", help="a checkpoint written by training (best.npz, checkpoint.npz), "
+                                      "or a run folder: its best.npz, else its checkpoint.npz")
     p.add_argument("--tasks", type=positive_int, default=600, help="test tasks (default 600)")
     p.add_argument("--eval-steps", type=non_negative_int,
                    help="inner steps (default: the checkpoint's --eval-steps)")
@@ -555,7 +565,7 @@ def restore(path):
 
 
 def evaluate(args):
-    path = Path(args.checkpoint)
+    path = resolve_checkpoint(args.checkpoint)
     cfg, meta, learner = restore(path)
     for option, key in (("ways", "test_ways"), ("shots", "shots"), ("query", "test_query")):
         if getattr(args, option) is not None:
@@ -568,8 +578,8 @@ def evaluate(args):
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) if args.out else Path("runs") / "eval" / f"{path.stem}-{stamp}"
     with RunFolder(out, marker="evaluation.json", say=say) as folder:
-        say(f"checkpoint {path}: {cfg['algo']} {cfg['ways']}-way {cfg['shots']}-shot, split "
-            f"{cfg['split']}, iteration {meta['iteration']} of {cfg['iterations']}")
+        say(f"{describe_checkpoint(path, meta)}: {cfg['algo']} {cfg['ways']}-way {cfg['shots']}-shot, "
+            f"split {cfg['split']}, {cfg['iterations']} iterations in all")
         t0 = time.perf_counter()
         _train, _val, test, fingerprint = load_split(cfg, args.data_dir)
         data_note = None
@@ -584,8 +594,8 @@ def evaluate(args):
                             task_chunk(cfg))
         acc = summarize(100.0 * results["accuracy"])
         m, ci = acc["mean"][-1], acc["ci95"][-1]
-        result = {"checkpoint": str(path), "iteration": meta["iteration"], "config": cfg,
-                  "test_classes": int(len(test)), "tasks": args.tasks, "seed": args.seed,
+        result = {"checkpoint": str(path), "iteration": meta["iteration"], "best": meta.get("best"),
+                  "config": cfg, "test_classes": int(len(test)), "tasks": args.tasks, "seed": args.seed,
                   "eval_steps": steps, "accuracy_percent": m, "ci95_percent": ci,
                   "accuracy_by_step": acc, "ci": CONVENTION, "data_fingerprint": fingerprint,
                   "data_warning": data_note,
@@ -593,7 +603,8 @@ def evaluate(args):
                   "seconds": time.perf_counter() - t0}
         write_json(folder / "evaluation.json", result)
         print(f"{cfg['test_ways']}-way {cfg['shots']}-shot test accuracy ({cfg['algo']}, {steps} steps, "
-              f"{args.tasks} tasks): {m:.2f} ± {ci:.2f}%  (wrote {folder / 'evaluation.json'})", flush=True)
+              f"{args.tasks} tasks): {m:.2f} ± {ci:.2f}%  ({describe_checkpoint(path, meta)}; "
+              f"wrote {folder / 'evaluation.json'})", flush=True)
         return result
 
 
@@ -640,14 +651,17 @@ def evaluate_lake(args, folder, path, cfg, meta, learner, steps, say, t0):
     overall = float(np.mean(errors))
     for r, e in zip(runs, errors):
         say(f"  {r.name}: error {e:5.1f}%")
-    result = {"checkpoint": str(path), "iteration": meta["iteration"], "config": cfg, "method": method,
+    result = {"checkpoint": str(path), "iteration": meta["iteration"], "best": meta.get("best"),
+              "config": cfg, "method": method,
               "eval_steps": steps, "runs": {r.name: e for r, e in zip(runs, errors)},
               "error_percent": overall, "human_error_percent": HUMAN_LAKE_ERROR,
               "seconds": time.perf_counter() - t0}
     write_json(folder / "lake.json", result)
-    write_json(folder / "evaluation.json", {"lake": True, "error_percent": overall})
+    write_json(folder / "evaluation.json", {"lake": True, "error_percent": overall, "checkpoint": str(path),
+                                            "iteration": meta["iteration"]})
     print(f"Lake 20-way one-shot (within alphabet), {len(runs)} runs: error {overall:.2f}% "
-          f"(people: {HUMAN_LAKE_ERROR}%)  [{method}]  (wrote {folder / 'lake.json'})", flush=True)
+          f"(people: {HUMAN_LAKE_ERROR}%)  [{method}]  ({describe_checkpoint(path, meta)}; "
+          f"wrote {folder / 'lake.json'})", flush=True)
     return result
 
 

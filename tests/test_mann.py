@@ -115,7 +115,7 @@ def test_by_instance_is_the_accuracy_at_each_drawing():
 
 def test_the_experiment_trains_resumes_evaluates_and_draws(omniglot_data_dir, tmp_path, capsys):
     """experiments/mann.py on the run layer, at tiny sizes: train 2 batches, resume to 3,
-    evaluate by instance, draw the figure; a bad combination is one error line."""
+    evaluate the kept best checkpoint by instance, draw the figure; a bad combination is one error line."""
     import json
     from experiments import mann as experiment
     small = ["--hidden", "8", "--slots", "6", "--width", "4", "--heads", "2", "--meta-batch", "2",
@@ -124,9 +124,10 @@ def test_the_experiment_trains_resumes_evaluates_and_draws(omniglot_data_dir, tm
     experiment.main(["--out", str(out), "--iterations", "2"] + small)
     summary = experiment.main(["--out", str(out), "--iterations", "3", "--resume"] + small)
     assert summary["resumed_from"] == 2
-    result = experiment.main(["evaluate", str(out / "checkpoint.npz"), "--tasks", "4",
+    result = experiment.main(["evaluate", str(out), "--tasks", "4",           # the folder: its best.npz
                               "--data-dir", str(omniglot_data_dir), "--out", str(tmp_path / "eval")])
     saved = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert saved["checkpoint"] == str(out / "best.npz") and saved["best"]["iteration"] == saved["iteration"]
     assert len(saved["by_instance"]["mean"]) == 10 and saved["by_instance"]["tasks"] == 4
     assert result["config"]["slots"] == 6
     experiment.main(["figure", str(tmp_path / "eval" / "evaluation.json"), "--out", str(tmp_path / "f.png")])

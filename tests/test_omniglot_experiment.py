@@ -1,7 +1,8 @@
 """Tests for experiments/omniglot.py with tiny settings (8 filters, meta-batch 2, 2 queries):
 checkpoint, log and curves written; a process really killed (SIGKILL) right after a
-checkpoint and resumed ends bit-identical to an uninterrupted run; evaluate prints accuracy
-with a confidence interval and writes JSON; Lake's runs; clear errors for bad options.
+checkpoint and resumed ends bit-identical to an uninterrupted run; the best validated
+checkpoint (best.npz) is kept and evaluated; evaluate prints accuracy with a confidence
+interval and writes JSON; Lake's runs; clear errors for bad options.
 
 They need the Omniglot files, found as in tests/test_omniglot_data.py: ``TINYMETA_DATA``
 (the folder holding ``omniglot/``), else ``../shared/data`` beside the repository;
@@ -132,6 +133,48 @@ def test_evaluate_prints_accuracy_with_ci_and_writes_json(runs, data_dir, tmp_pa
                                "--out", out_dir], capsys)
     assert code == 2 and "already holds a run" in err
     assert json.loads((out_dir / "evaluation.json").read_text())["tasks"] == 5
+
+
+def test_best_validated_checkpoint_is_kept_and_evaluate_takes_it(runs, data_dir, tmp_path, capsys):
+    """--keep-best is on by default: best.npz is the checkpoint of the first iteration with the
+    highest validation accuracy, bit-identical after a kill and resume; evaluate takes it, or
+    the run folder (meaning its best.npz), and records which checkpoint and iteration it used."""
+    arrays, meta = checkpoint.load(runs["whole"] / "best.npz")
+    last, _ = checkpoint.load(runs["whole"] / "checkpoint.npz")
+    val_it, val_mean = list(last["log/val_iteration"]), list(last["log/val_mean"])
+    best_at = val_it[int(np.argmax(val_mean))]
+    assert meta["format"] == "tinymeta-run" and meta["iteration"] == best_at
+    assert meta["best"]["iteration"] == best_at and meta["best"]["mean"] == max(val_mean)
+    assert list(arrays["log/val_iteration"]) == [i for i in val_it if i <= best_at]
+    if best_at == 4:                                       # the last iteration: the same parameters
+        assert np.array_equal(arrays["params/conv0.w"], last["params/conv0.w"])
+    resumed, meta_r = checkpoint.load(runs["killed"] / "best.npz")
+    assert meta_r["best"] == meta["best"]
+    for k in arrays:
+        if k != "log/elapsed":
+            assert np.array_equal(arrays[k], resumed[k]), k
+    for i, target in enumerate((runs["whole"] / "best.npz", runs["whole"])):
+        code, out, err = run_main(["evaluate", target, "--tasks", 2, "--data-dir", data_dir, "--quiet",
+                                   "--out", tmp_path / f"ev{i}"], capsys)
+        assert code == 0, err
+        result = json.loads((tmp_path / f"ev{i}" / "evaluation.json").read_text())
+        assert result["checkpoint"] == str(runs["whole"] / "best.npz") and result["iteration"] == best_at
+        assert result["best"]["iteration"] == best_at
+        assert f"best.npz at iteration {best_at} (the best validation: " in out
+
+
+def test_keep_best_is_one_option_on_by_default(tmp_path):
+    parse = omniglot.train_parser().parse_args
+    assert omniglot.CONFIG.resolve(parse([]))["keep_best"] is True
+    assert omniglot.CONFIG.resolve(parse(["--no-keep-best"]))["keep_best"] is False
+    assert omniglot.CONFIG.resolve(parse(["--keep-best"]))["keep_best"] is True
+    recipe = tmp_path / "r.json"
+    recipe.write_text('{"keep_best": false}')
+    assert omniglot.CONFIG.resolve(parse(["--config", str(recipe)]))["keep_best"] is False
+    saved = omniglot.CONFIG.resolve(parse([]))                         # an option that may change on resume
+    assert omniglot.CONFIG.resumed(saved, parse(["--no-keep-best"]))["keep_best"] is False
+    old = {k: v for k, v in saved.items() if k != "keep_best"}         # a checkpoint that predates it
+    assert omniglot.CONFIG.complete(old)["keep_best"] is True
 
 
 def test_evaluate_default_output_is_a_new_folder_under_runs(runs, data_dir, tmp_path, capsys, monkeypatch):

@@ -73,6 +73,9 @@ def test_training_writes_checkpoint_log_and_curves(runs):
     assert np.all(arrays["log/val_mean"] < 0) and np.all(arrays["log/loss"] > 0)   # loss = −return
     rows = (root / "whole" / "log.csv").read_text().splitlines()
     assert rows[0].startswith("iteration,loss") and len(rows) == 5
+    best, best_meta = checkpoint.load(root / "whole" / "best.npz")          # --keep-best: the highest return
+    assert best_meta["best"]["mean"] == arrays["log/val_mean"].max()
+    assert best_meta["iteration"] == arrays["log/val_iteration"][arrays["log/val_mean"].argmax()]
 
 
 def test_killed_and_resumed_run_is_bit_identical(runs):
@@ -98,6 +101,11 @@ def test_evaluate_writes_returns_with_confidence_intervals(runs, tmp_path, capsy
     assert len(result["return"]["mean"]) == 3 and len(result["return"]["ci95"]) == 3
     assert np.array(result["per_goal_return"]).shape == (3, 5)
     assert "average return after 0..2 steps (5 goals, seed 1)" in out
+    assert result["checkpoint"] == str(ckpt) and result["iteration"] == 4 and result["best"] is None
+    code, out, err = run_main(["evaluate", ckpt.parent, "--goals", 2, "--eval-steps", 1, "--out", tmp_path / "b"],
+                              capsys)                             # a run folder: its best.npz
+    assert code == 0, err
+    assert json.loads((tmp_path / "b" / "evaluation.json").read_text())["checkpoint"] == str(ckpt.parent / "best.npz")
     other = run_main(["evaluate", ckpt, "--goals", 5, "--eval-steps", 2, "--seed", 2, "--out", tmp_path / "f"],
                      capsys)
     assert other[0] == 0

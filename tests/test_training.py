@@ -1,6 +1,7 @@
 """The run layer (tinymeta.training, tinymeta.files): folders that are never overwritten,
-atomic files, the resumable loop (exact resume, Ctrl-C/SIGTERM, divergence), malformed
-checkpoints, the one CI convention, configurations and the learner contract.
+atomic files, the resumable loop (exact resume, Ctrl-C/SIGTERM, divergence), the best
+validated checkpoint (best.npz), malformed checkpoints, the one CI convention,
+configurations and the learner contract.
 
 Everything runs on a tiny MLP on sinusoids, in-process, in a second or two.
 """
@@ -20,9 +21,10 @@ from tinymeta.files import RunFolder, RunFolderError, atomic_write, stale_tempor
 from tinymeta.models import MLP
 from tinymeta.optim import Adam
 from tinymeta.tasks import SinusoidSampler, SinusoidTasks
-from tinymeta.training import (CHECKPOINT, Diverged, Hook, Interrupted, Training, TrainingError,
-                               mean_ci, meta_test, read_checkpoint, summarize)
+from tinymeta.training import (BEST, CHECKPOINT, Diverged, Hook, Interrupted, Training, TrainingError, Validation,
+                               mean_ci, meta_test, read_checkpoint, resolve_checkpoint, summarize)
 from tinymeta.training.config import Config, ConfigError, Option, non_negative_int, positive_float
+from helpers import host
 
 
 def learner_and_tasks(lr=1e-3, seed=0, learner=MAML):
@@ -183,6 +185,142 @@ def test_checkpoint_metadata_that_is_not_json_is_refused(tmp_path):
     np.savez(bad, __meta__=np.array("{not json"))
     with pytest.raises(checkpoint.CheckpointError, match="not valid JSON"):
         checkpoint.load(bad)
+
+
+# ----------------------------------------------------------------------------- the best checkpoint
+def scripted(values):
+    """A validation ``measure`` that returns ``values`` one after another (ci95 0.01)."""
+    values = iter(values)
+    return lambda learner: (next(values), 0.01)
+
+
+class Watch(Hook):
+    """After each iteration: the parameters, and the best.npz the folder holds then
+    (meta["best"]["iteration"], its parameters, its bytes), or None."""
+
+    def __init__(self):
+        self.params, self.best = {}, {}
+
+    def after_step(self, t, iteration, metrics):
+        self.params[iteration] = {k: np.array(host(v)) for k, v in t.learner.params.items()}
+        path = t.folder / BEST
+        if not path.exists():
+            self.best[iteration] = None
+            return
+        arrays, meta = read_checkpoint(path)
+        self.best[iteration] = (meta["best"]["iteration"], checkpoint.split(arrays, "params"), path.read_bytes())
+
+
+def validated(folder, values, iterations=8, keep_best=True, higher_is_better=True, hooks=(), **kw):
+    """A training validated every 2 iterations by ``scripted(values)``, watched by ``Watch``."""
+    watch = Watch()
+    v = Validation(scripted(values), 2, keep_best=keep_best, higher_is_better=higher_is_better)
+    messages = []
+    kw.setdefault("checkpoint_every", 100)
+    t = training(folder, iterations=iterations, hooks=[*hooks, v, watch], **kw)
+    t.say = messages.append
+    return t, watch, messages
+
+
+@pytest.mark.parametrize("values, higher, kept", [
+    ([0.5, 0.7, 0.6, 0.8], True, [2, 4, 4, 8]),          # kept when better, not when worse
+    ([0.5, 0.5, 0.4, 0.5], True, [2, 2, 2, 2]),          # ties and worse ones never replace it
+    ([0.5, 0.3, 0.4, 0.2], False, [2, 4, 4, 8]),         # lower is better (a loss)
+    ([float("nan"), 0.3, float("inf"), 0.2], False, [None, 4, 4, 8]),   # non-finite never counts
+], ids=["higher", "ties", "lower", "non-finite"])
+def test_best_checkpoint_is_written_exactly_when_validation_improves(tmp_path, values, higher, kept):
+    with RunFolder(tmp_path / "r") as folder:
+        t, watch, messages = validated(folder, values, higher_is_better=higher)
+        summary = t.run_to_end()
+    assert [watch.best[i] and watch.best[i][0] for i in (2, 4, 6, 8)] == kept
+    assert [watch.best[i] and watch.best[i][0] for i in (3, 5, 7)] == kept[:3]      # nothing in between
+    for i, (at, params, _) in ((i, watch.best[i]) for i in (2, 4, 6, 8) if watch.best[i]):
+        for k, v in params.items():                     # the parameters of the iteration it names
+            assert np.array_equal(v, watch.params[at][k]), (i, k)
+    assert sum("new best validation" in m for m in messages) == len(set(kept) - {None})
+    best_at = kept[-1]
+    arrays, meta = read_checkpoint(tmp_path / "r" / BEST)
+    assert meta["iteration"] == best_at and meta["best"]["iteration"] == best_at
+    assert meta["best"]["mean"] == values[best_at // 2 - 1] and meta["best"]["ci95"] == 0.01
+    assert meta["best"]["higher_is_better"] is higher
+    assert summary["best"]["iteration"] == best_at and summary["best"]["mean"] == values[best_at // 2 - 1]
+    assert f"at iteration {best_at}, in {tmp_path / 'r' / BEST}" in messages[-1]     # the final report line
+    _, last = read_checkpoint(tmp_path / "r" / CHECKPOINT)
+    assert "best" not in last and last["iteration"] == 8
+
+
+def test_best_checkpoint_resumes_from_a_copy_and_a_run_folder_evaluates_it(tmp_path):
+    with RunFolder(tmp_path / "r") as folder:
+        t, watch, _ = validated(folder, [0.5, 0.7, 0.6, 0.6])
+        t.run()
+    assert resolve_checkpoint(tmp_path / "r") == tmp_path / "r" / BEST
+    assert resolve_checkpoint(tmp_path / "r" / CHECKPOINT) == tmp_path / "r" / CHECKPOINT
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / CHECKPOINT).write_bytes((tmp_path / "r" / BEST).read_bytes())
+    with RunFolder(tmp_path / "copy", resume=True) as folder:
+        again = training(folder, iterations=8)
+        assert again.restore() and again.iteration == 4 and again.log.val_mean == [0.5, 0.7]
+        for k, v in params_of(again).items():
+            assert np.array_equal(host(v), watch.params[4][k]), k
+        again.run()
+
+
+@pytest.mark.parametrize("stop", ["killed", "sigterm"])
+def test_a_resumed_run_never_replaces_the_best_by_a_worse_one(tmp_path, stop):
+    """Stopped at iteration 5, after the 0.7 measurement of iteration 4 (killed: no checkpoint
+    since the one of iteration 3; SIGTERM: a checkpoint at 5), resumed, then measuring 0.6
+    and 0.65: the best stays the 0.7 one of iteration 4."""
+    class Killed(Exception):
+        pass
+
+    class Stop(Hook):
+        def before_step(self, t, iteration):
+            if iteration == 5:
+                if stop == "killed":
+                    raise Killed
+                os.kill(os.getpid(), signal.SIGTERM)
+    with RunFolder(tmp_path / "r") as folder:
+        t, watch, _ = validated(folder, [0.5, 0.7], hooks=[Stop()], checkpoint_every=3)
+        with pytest.raises(Killed if stop == "killed" else Interrupted):
+            t.run()
+    kept = (tmp_path / "r" / BEST).read_bytes()
+    assert watch.best[4][0] == 4
+    with RunFolder(tmp_path / "r", resume=True) as folder:
+        again, watch2, messages = validated(folder, [0.6, 0.65], checkpoint_every=3)
+        assert again.restore() and again.iteration == (4 if stop == "killed" else 5)
+        summary = again.run_to_end()
+    assert (tmp_path / "r" / BEST).read_bytes() == kept
+    assert not any("new best" in m for m in messages)
+    assert summary["best"]["iteration"] == 4 and summary["best"]["mean"] == 0.7
+    arrays, meta = read_checkpoint(tmp_path / "r" / BEST)
+    for k, v in checkpoint.split(arrays, "params").items():
+        assert np.array_equal(v, watch.params[4][k]), k
+
+
+def test_no_best_checkpoint_without_keep_best(tmp_path):
+    with RunFolder(tmp_path / "r") as folder:
+        t, watch, messages = validated(folder, [0.5, 0.7, 0.6, 0.8], keep_best=False)
+        summary = t.run_to_end()
+    assert not (tmp_path / "r" / BEST).exists() and summary["best"] is None
+    assert not any("new best" in m or BEST in m for m in messages)
+    _, meta = read_checkpoint(tmp_path / "r" / CHECKPOINT)
+    assert list(meta["config"]) == ["lr"] and meta["iteration"] == 8
+
+
+def test_divergence_after_the_best_leaves_it_intact(tmp_path):
+    class Explode(Hook):                                 # a learning rate far too large
+        def before_step(self, t, iteration):
+            if iteration == 5:
+                t.learner.optimizer.lr = 1e300
+    with RunFolder(tmp_path / "r") as folder:
+        t, watch, _ = validated(folder, [0.5, 0.7, 0.9, 0.95], iterations=10, hooks=[Explode()])
+        with pytest.raises(Diverged):
+            t.run()
+    assert watch.best[4][0] == 4
+    assert (tmp_path / "r" / BEST).read_bytes() == watch.best[4][2]
+    arrays, _ = read_checkpoint(tmp_path / "r" / BEST)
+    assert all(np.isfinite(v).all() for v in checkpoint.split(arrays, "params").values())
+
 
 
 # ----------------------------------------------------------------------------- statistics

@@ -1,7 +1,8 @@
 """The run layer: what every experiment does around a learner, written once.
 
     files (tinymeta.files)  atomic writes; ``RunFolder``: writable, locked, never overwritten
-    loop                    ``Training``: the resumable loop, hooks, checkpoints, signals
+    loop                    ``Training``: the resumable loop, hooks, checkpoints, signals;
+                            ``Validation(keep_best=True)`` keeps the best validated checkpoint
     evaluation              ``meta_test``: adapt k steps, score after each, in chunks
     stats                   ``mean_ci``/``summarize``: one 95% CI convention
     progress                one progress line
@@ -14,7 +15,15 @@ from ..files import RunFolder, RunFolderError, atomic_write, save_figure, write_
 from .stats import mean_ci, summarize, CONVENTION
 from .progress import Progress
 from .loop import (Training, TrainingError, Diverged, Interrupted, Hook, LinearDecay, StepDecay, CosineDecay, SetIteration, Validation,
-                   Log, CHECKPOINT, read as read_checkpoint, restore_learner)
+                   Log, CHECKPOINT, BEST, read as read_checkpoint, resolve as resolve_checkpoint,
+                   describe as describe_checkpoint, restore_learner)
 from .evaluation import meta_test, report
 from .config import Config, ConfigError, Option
 from .cli import ArgumentParser, UsageError, run_main
+
+__all__ = ["RunFolder", "RunFolderError", "atomic_write", "save_figure", "write_csv", "write_json", "write_text",
+           "mean_ci", "summarize", "CONVENTION", "Progress",
+           "Training", "TrainingError", "Diverged", "Interrupted", "Hook", "LinearDecay", "StepDecay",
+           "CosineDecay", "SetIteration", "Validation", "Log", "CHECKPOINT", "BEST", "read_checkpoint",
+           "resolve_checkpoint", "describe_checkpoint", "restore_learner", "meta_test", "report",
+           "Config", "ConfigError", "Option", "ArgumentParser", "UsageError", "run_main"]

@@ -86,6 +86,7 @@ class Option:
     flag: Optional[str] = None         # command-line spelling, default --name-with-dashes
     store_false: bool = False          # a flag that sets the option to False (e.g. --non-transductive)
     many: bool = False                 # takes one or more values on the command line (a list)
+    negatable: bool = False            # a boolean spelt --name / --no-name on the command line
 
 
 class Config:
@@ -103,6 +104,10 @@ class Config:
         for name, opt in self.options.items():
             if opt.store_false:
                 parser.add_argument(self.flag(name), dest=name, action="store_const", const=False,
+                                    default=None, help=opt.help)
+                continue
+            if opt.negatable:
+                parser.add_argument(self.flag(name), dest=name, action=argparse.BooleanOptionalAction,
                                     default=None, help=opt.help)
                 continue
             kw = {"choices": opt.type.choices} if hasattr(opt.type, "choices") else {}

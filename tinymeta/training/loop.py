@@ -14,12 +14,18 @@ the process-wide numerical settings and a fingerprint of the data. ``Training.re
 reads it back, so a resumed run continues exactly where the checkpoint left it (bit for
 bit under the same numerical settings: the same kernels, backend and thread counts).
 
+With ``Validation(..., keep_best=True)``, each measurement that beats every earlier one of
+the run also writes ``best.npz``: the same checkpoint format, of that iteration, its
+metadata adding ``best`` (iteration, validation mean and ci95). ``evaluate`` reads it like
+any checkpoint, and a copy of it renamed ``checkpoint.npz`` resumes from there.
+
 A loss or gradient that is not finite stops the run with one sentence naming the iteration;
 parameters that are not finite are never written over the last good checkpoint.
 """
 import math
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -34,6 +40,7 @@ from .progress import Progress
 FORMAT = "tinymeta-run"
 FORMAT_VERSION = 1
 CHECKPOINT = "checkpoint.npz"
+BEST = "best.npz"
 
 
 class TrainingError(Exception):
@@ -155,30 +162,73 @@ class SetIteration(Hook):
         training.learner.iteration = iteration
 
 
+def show(mean, ci, percent=True):
+    """A validation result as printed: a fraction as a percentage, or as it is (a return)."""
+    return f"{100 * mean:.2f} ± {100 * ci:.2f}%" if percent else f"{mean:.2f} ± {ci:.2f}"
+
+
 class Validation(Hook):
     """Every ``every`` iterations (0: only at the end) and at the last one, ``measure(learner)``
     returns (mean, ci95) of a validation metric; it is logged and printed (as a percentage
-    of a fraction such as accuracy, or as it is with ``percent=False``, e.g. a return)."""
+    of a fraction such as accuracy, or as it is with ``percent=False``, e.g. a return).
 
-    def __init__(self, measure, every, label="validation", percent=True):
+    ``keep_best``: when a measurement beats every earlier one of the run, strictly (higher,
+    or lower with ``higher_is_better=False``; non-finite ones never count), the checkpoint of
+    that iteration is written to ``best.npz`` in the run folder (``Training.save(BEST)``) and
+    one line says so; ``checkpoint.npz`` follows at the end of that iteration, so the log a
+    resume reads holds the measurement. The best so far is the best of the log's
+    ``val_mean``, so a resumed run never replaces ``best.npz`` by a worse model, and a run
+    that diverges later leaves it untouched. One ``Validation`` hook per run: the log's
+    validation results are its own.
+    """
+
+    def __init__(self, measure, every, label="validation", percent=True, keep_best=False,
+                 higher_is_better=True):
         self.measure, self.every, self.label, self.percent = measure, int(every), label, percent
+        self.keep_best, self.higher_is_better = bool(keep_best), bool(higher_is_better)
+
+    def show(self, mean, ci):
+        return show(mean, ci, self.percent)
+
+    def better(self, a, b):
+        """``a`` strictly beats ``b`` (None: nothing measured yet); a non-finite ``a`` never does."""
+        if not math.isfinite(a):
+            return False
+        return b is None or (a > b if self.higher_is_better else a < b)
+
+    def best(self, log):
+        """(iteration, mean, ci95) of the best validation result in ``log``, or None."""
+        best = None
+        for it, m, ci in zip(log.val_iteration, log.val_mean, log.val_ci):
+            if self.better(m, None if best is None else best[1]):
+                best = (int(it), float(m), float(ci))
+        return best
 
     def after_step(self, training, iteration, metrics):
         if not (iteration == training.iterations or (self.every and iteration % self.every == 0)):
             return
         t0 = time.perf_counter()
         m, ci = self.measure(training.learner)
+        m, ci = float(m), float(ci)
         log = training.log
+        before = self.best(log)
         log.val_iteration.append(iteration)
         log.val_mean.append(m)
         log.val_ci.append(ci)
-        shown = f"{100 * m:.2f} ± {100 * ci:.2f}%" if self.percent else f"{m:.2f} ± {ci:.2f}"
-        training.say(f"  {self.label} at {iteration}: {shown} ({time.perf_counter() - t0:.1f} s)")
+        training.say(f"  {self.label} at {iteration}: {self.show(m, ci)} ({time.perf_counter() - t0:.1f} s)")
+        if self.keep_best and self.better(m, None if before is None else before[1]):
+            path = training.save(BEST, best={"iteration": iteration, "mean": m, "ci95": ci,
+                                             "label": self.label, "percent": self.percent,
+                                             "higher_is_better": self.higher_is_better})
+            training.checkpoint_due = True      # the log that names this best, for a resume
+            training.say(f"  new best {self.label} at {iteration}: {self.show(m, ci)}, kept in {path}")
 
 
 class Training:
     """One learner trained on one task stream into one ``RunFolder``.
 
+    It writes ``checkpoint.npz`` and ``log.csv`` into the folder, and ``best.npz`` where a
+    ``Validation(keep_best=True)`` hook keeps the best validated checkpoint.
     ``after_checkpoint(training, iteration)`` is called after each checkpoint (figures; tests
     use it to kill the process at a known point). ``resume_command`` is printed when the run
     is interrupted.
@@ -195,6 +245,7 @@ class Training:
         self.after_checkpoint = after_checkpoint
         self.iteration, self.elapsed0, self.log = 0, 0.0, Log()
         self.saved_at = None
+        self.checkpoint_due = False        # a hook asks for a checkpoint at the end of this iteration
         self._signal = None
 
     @property
@@ -202,8 +253,11 @@ class Training:
         return self.folder / CHECKPOINT
 
     # --- checkpoints --------------------------------------------------------------------
-    def save(self):
-        """Write the checkpoint of the current iteration (never with non-finite parameters)."""
+    def save(self, name=CHECKPOINT, **extra):
+        """Write the checkpoint of the current iteration to ``name`` in the run folder (never
+        with non-finite parameters); ``extra`` entries are added to its metadata. The run's
+        own ``checkpoint.npz`` also writes ``log.csv`` and calls ``after_checkpoint``; another
+        name (``best.npz``) is that one file. Returns its path."""
         state = self.learner.state_dict()
         bad = [k for k, a in state["params"].items() if not np.isfinite(a).all()]
         if bad:
@@ -216,12 +270,17 @@ class Training:
                 "finished": self.iteration >= self.iterations, "learner": numbers,
                 "tasks_state": self.tasks.get_state(), "elapsed_s": self.elapsed(),
                 "data": self.fingerprint, "settings": numerical_settings(),
-                "tinymeta_version": tinymeta.__version__}
-        checkpoint.save(self.path, arrays, meta)
+                "tinymeta_version": tinymeta.__version__, **extra}
+        path = self.folder / name
+        checkpoint.save(path, arrays, meta)
+        if name != CHECKPOINT:
+            return path
         self.log.write_csv(self.folder / "log.csv")
         self.saved_at = self.iteration
+        self.checkpoint_due = False
         if self.after_checkpoint is not None:
             self.after_checkpoint(self, self.iteration)
+        return path
 
     def restore(self):
         """Continue from the folder's checkpoint, if it has one; True when it did."""
@@ -277,7 +336,7 @@ class Training:
                 for hook in self.hooks:
                     hook.after_step(self, it, metrics)
                 last = it == self.iterations
-                if last or (self.checkpoint_every and it % self.checkpoint_every == 0):
+                if last or self.checkpoint_due or (self.checkpoint_every and it % self.checkpoint_every == 0):
                     self.save()
                 progress.update(it, self.log, force=last)
                 if self._signal is not None:
@@ -290,16 +349,37 @@ class Training:
 
     def run_to_end(self):
         """``run()`` with its report: says when the checkpoint is already finished (and trains
-        nothing), else trains and says how long it took. Returns {"config", ...summary}."""
+        nothing), else trains and says how long it took; either line says where the best
+        validated checkpoint is, where one is kept. Returns {"config", ...summary, "best"}."""
         if self.iteration >= self.iterations:
-            self.say(f"checkpoint already at iteration {self.iteration}; nothing to train")
-            return {"config": self.config, "iteration": self.iteration}
+            self.say(f"checkpoint already at iteration {self.iteration}; nothing to train" + self._best_note())
+            return {"config": self.config, "iteration": self.iteration, "best": self.best()}
         summary = self.run()
         done = self.iterations - summary["resumed_from"]
         self.say(f"trained {done} iterations in {summary['seconds']:.1f} s "
                  f"({summary['seconds'] / done:.3f} s/iteration with validation and checkpoints); "
-                 f"total training time {summary['train_seconds_total']:.1f} s; wrote {self.path}")
-        return {"config": self.config, **summary}
+                 f"total training time {summary['train_seconds_total']:.1f} s; wrote {self.path}"
+                 + self._best_note())
+        return {"config": self.config, **summary, "best": self.best()}
+
+    def _keeper(self):
+        return next((h for h in self.hooks if isinstance(h, Validation) and h.keep_best), None)
+
+    def best(self):
+        """{"iteration", "mean", "ci95", "path"} of the checkpoint kept as the best validated
+        one (``best.npz``), or None when no hook keeps one or nothing was measured yet."""
+        keeper = self._keeper()
+        best = keeper.best(self.log) if keeper else None
+        if best is None:
+            return None
+        return {"iteration": best[0], "mean": best[1], "ci95": best[2], "path": str(self.folder / BEST)}
+
+    def _best_note(self):
+        best = self.best()
+        if best is None:
+            return ""
+        shown = self._keeper().show(best["mean"], best["ci95"])
+        return f"; best {self._keeper().label} {shown} at iteration {best['iteration']}, in {best['path']}"
 
     def _stop(self):
         if self.saved_at != self.iteration:
@@ -346,11 +426,33 @@ def read(path):
     return arrays, meta
 
 
+def resolve(path):
+    """The checkpoint file of ``path``: the file itself, or for a run folder its ``best.npz``
+    (the best validated model, the papers' protocol) where it has one, else its
+    ``checkpoint.npz`` (the last iteration)."""
+    path = Path(path)
+    if path.is_dir():
+        return path / BEST if (path / BEST).is_file() else path / CHECKPOINT
+    return path
+
+
+def describe(path, meta):
+    """One phrase naming a checkpoint, its iteration and, for a ``best.npz``, its validation."""
+    text = f"checkpoint {path} at iteration {meta.get('iteration')}"
+    best = meta.get("best")
+    if isinstance(best, dict) and "mean" in best:
+        shown = show(best["mean"], best.get("ci95", float("nan")), best.get("percent", True))
+        text += f" (the best {best.get('label', 'validation')}: {shown})"
+    return text
+
+
 def restore_learner(path, config, build):
     """(cfg, meta, learner) of a run checkpoint, for evaluation: the configuration completed
     by ``config`` (a ``Config``), the learner made by ``build(cfg)`` and loaded with the saved
     state. Refuses, in one sentence, a checkpoint that does not fit its own configuration or
-    holds non-finite parameters (an evaluation of NaN weights would print a meaningless number)."""
+    holds non-finite parameters (an evaluation of NaN weights would print a meaningless number).
+    ``path`` may be a run folder (``resolve``)."""
+    path = resolve(path)
     arrays, meta = read(path)
     cfg = config.complete(meta["config"])
     learner = build(cfg)
