@@ -77,8 +77,10 @@ nothing.
 
 The BLAS runs one thread unless the user set a count (``experiments.one_blas_thread``, run
 when the package is imported), as in the experiments: on the 2-core machine a threaded BLAS
-fights Numba's threads (see ``autograd.settings``). The matmul peak is
-then a one-thread peak too; the JSON records the settings.
+fights Numba's threads (see ``autograd.settings``). The cores are used by the worker threads
+instead (``autograd.parallel``: MAML, FOMAML and Reptile steps run their meta-batch in parts,
+one part per worker at a time), so the matmul peak is measured the same way: one 2048²
+product per worker at once, all their flops counted. The JSON records the settings.
 """
 import argparse
 import fnmatch
@@ -105,7 +107,7 @@ from autograd.allocator import reuse_large_allocations
 import numpy as np
 
 import autograd
-from autograd import backend, kernels, settings
+from autograd import backend, kernels, parallel, settings
 from autograd import functional as F
 from autograd.ops import linalg
 
@@ -173,11 +175,13 @@ def count_matmul_flops():
     (``autograd.ops.linalg.matmul_arrays``: MatMul, Linear and LinearGrad all go through it)."""
     counter = {"flops": 0, "calls": 0}
     original = linalg.matmul_arrays
+    lock = threading.Lock()                    # the worker threads count into one counter
 
     def counted(a, b):
         out = original(a, b)
-        counter["flops"] += 2 * int(np.prod(out.shape, dtype=np.int64)) * int(a.shape[-1])
-        counter["calls"] += 1
+        with lock:
+            counter["flops"] += 2 * int(np.prod(out.shape, dtype=np.int64)) * int(a.shape[-1])
+            counter["calls"] += 1
         return out
 
     linalg.matmul_arrays = counted
@@ -358,6 +362,7 @@ class Bench:
         m = measure(step, self.args.warmup, self.args.repeats, self.args.max_seconds, flops, memory)
         m["kernels"] = kernels.kernels_name()
         m["numba_threads"] = numba_threads()
+        m["workers"] = parallel.workers()
         self.cache[key] = m
         self.log(f"  {label}: {fmt_time(m['seconds'])}/iter (median of {m['repeats']})")
         return m
@@ -500,23 +505,28 @@ class Bench:
 
 
 def matmul_peak(n, repeats=5):
-    """GFLOP/s of xp.matmul on n×n squares, float32 and float64 (median of ``repeats``)."""
+    """GFLOP/s of xp.matmul on n×n squares, float32 and float64 (median of ``repeats``), run
+    the way the steps run: one product per worker thread at once (``autograd.parallel``,
+    ``workers`` of them on the NumPy backend), the flops of all of them counted."""
     xp, out = backend.xp, {}
     rng = np.random.default_rng(0)
+    copies = parallel.workers() if backend.name == "numpy" else 1
     for dtype in (np.float32, np.float64):
         a = xp.asarray(rng.random((n, n)).astype(dtype))
         b = xp.asarray(rng.random((n, n)).astype(dtype))
-        xp.matmul(a, b)
+        products = lambda: parallel.map_workers(lambda _: xp.matmul(a, b), range(copies))
+        products()
         sync()
         times = []
         for _ in range(repeats):
             sync()
             t0 = time.perf_counter()
-            xp.matmul(a, b)
+            products()
             sync()
             times.append(time.perf_counter() - t0)
         t = statistics.median(times)
-        out[np.dtype(dtype).name] = {"n": n, "seconds": t, "repeats": repeats, "gflops": 2 * n ** 3 / t / 1e9}
+        out[np.dtype(dtype).name] = {"n": n, "seconds": t, "repeats": repeats, "threads": copies,
+                                     "gflops": 2 * n ** 3 * copies / t / 1e9}
     return out
 
 
@@ -531,7 +541,7 @@ def machine_info(args):
         pass
     info = {"cpu": cpu or platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "python": platform.python_version(), "platform": platform.platform(),
-            "numpy": np.__version__, "numba": None, "numba_threads": numba_threads(),
+            "numpy": np.__version__, "numba": None, "numba_threads": numba_threads(), "workers": parallel.workers(),
             "kernels": kernels.kernels_name(), "backend": backend.name,
             "env": {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
                                                    "MKL_NUM_THREADS", "TINYMETA_NUMBA_THREADS",
@@ -941,9 +951,10 @@ def table(result):
              f"numpy {result['machine']['numpy']}, numba {result['machine']['numba']}, "
              f"backend {result['machine']['backend']}, "
              f"OPENBLAS_NUM_THREADS={result['machine']['env']['OPENBLAS_NUM_THREADS']}, "
-             f"numba threads {result['machine']['numba_threads']}",
-             "matmul peak: " + (", ".join(f"{d} {v['gflops']:.1f} GFLOP/s ({v['n']}x{v['n']}, median of "
-                                          f"{v['repeats']})" for d, v in peak.items())
+             f"numba threads {result['machine']['numba_threads']}, workers {result['machine'].get('workers')}",
+             "matmul peak: " + (", ".join(f"{d} {v['gflops']:.1f} GFLOP/s ({v.get('threads', 1)} x "
+                                          f"{v['n']}x{v['n']} at once, median of {v['repeats']})"
+                                          for d, v in peak.items())
                                 or "not measured (--timing-only)"),
              ""]
     head = (f"{'case':<24} {'dtype':<8} {'T':>3} {'s/iter':>10} {'min':>10} {'max':>10} {'n':>2} "
