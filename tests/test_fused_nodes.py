@@ -2,6 +2,7 @@
 each against the readable form it replaces and against finite differences:
 
 * ``linear_relu`` (node ``LinearReLU``, its backward ``LinearGrad(mask)``) = relu(linear);
+* ``mean`` of a float tensor (node ``Mean``) = Sum(x) · (1/n);
 * ``matmul_arrays``' two short ways (an inner dimension of 1, a right factor broadcast along
   the task axis) and ``sum_rows`` = ``xp.matmul`` and the sum over axis −2;
 * MAML's meta-gradient on a ReLU MLP with the MSE loss = a per-task textbook computation
@@ -23,6 +24,7 @@ from autograd import Tensor, backend
 from autograd import functional as F
 from autograd.functional.linear import LinearGrad, LinearReLU, sum_rows
 from autograd.ops import linalg, matmul, reshape, sum as tsum
+from autograd.ops.reduction import Mean, Sum
 from helpers import host
 from tinymeta.algorithms import MAML
 from tinymeta.models import MLP
@@ -203,6 +205,40 @@ def test_matmul_with_an_inner_dimension_of_one_finite_differences():
     rng = np.random.default_rng(10)
     check_fd(lambda a, b: ag.tanh(matmul(a, b, transpose_b=True)),
              [rng.standard_normal((2, 3, 1)), rng.standard_normal((2, 4, 1))])
+
+
+# ----------------------------------------------------------------------------- mean
+@pytest.mark.parametrize("axis,keepdims", [(None, False), ((1, 2), False), (1, True), (-1, False), ((), False)])
+def test_mean_node_equals_sum_times_reciprocal_count(axis, keepdims):
+    x = np.random.default_rng(11).standard_normal((2, 3, 4))
+
+    def composed(t):
+        axes = ag.ops.reduction._normalize_axis("mean", axis, t.ndim)
+        n = int(np.prod([t.shape[a] for a in axes], dtype=int))
+        return ag.tanh(Sum(axes, keepdims)(t) * (1.0 / n))
+
+    y = ag.ops.mean(Tensor(x, requires_grad=True), axis, keepdims)
+    assert type(y.creator) is Mean
+    assert_same_derivatives(lambda t: ag.tanh(ag.ops.mean(t, axis, keepdims)), composed, [x])
+    check_fd(lambda t: ag.tanh(ag.ops.mean(t, axis, keepdims)), [x])
+
+
+def test_mean_backward_arrays_equal_recorded():
+    x = Tensor(np.random.default_rng(12).standard_normal((2, 3, 4)), requires_grad=True)
+    y = ag.ops.mean(x, (1, 2))
+    gy = Tensor(np.random.default_rng(13).standard_normal(y.shape))
+    with ag.no_grad():
+        (got,) = y.creator.backward(gy)
+    with ag.enable_grad():
+        (want,) = y.creator.backward(gy)
+    assert got.shape == want.shape == x.shape
+    assert_close(got, want)
+
+
+def test_mean_of_integers_is_float64_as_numpy():
+    y = ag.ops.mean(Tensor(np.arange(6).reshape(2, 3)), axis=1)
+    assert y.dtype == np.float64
+    np.testing.assert_array_equal(host(y), [1.0, 4.0])
 
 
 # ----------------------------------------------------------------------------- MAML

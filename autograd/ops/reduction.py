@@ -1,4 +1,5 @@
 """Reductions over axes: sum, mean, var, max, and the softmax family built from them."""
+from .. import backend, mode
 from ..function import Function
 from ..tensor import Tensor
 from ._operands import as_tensor
@@ -46,9 +47,32 @@ def _count(shape, axes):
     return n
 
 
+class Mean(Function):
+    """The mean over ``axes`` of a float tensor as one node: Σx · (1/n), the values of
+    ``Sum(axes)(x) * (1/n)``, which records two. Its backward spreads gy · (1/n) back over
+    the summed axes: ``broadcast_to(reshape(gy * (1/n)))`` when the engine records, the
+    same on arrays when it does not."""
+
+    def __init__(self, axes, keepdims, n):
+        self.axes, self.keepdims, self.n = axes, keepdims, n
+
+    def forward(self, x):
+        self.in_shape = x.shape
+        return x.sum(axis=self.axes, keepdims=self.keepdims) * x.dtype.type(1.0 / self.n)   # Σx · (1/n)
+
+    def backward(self, gy):
+        kept = _kept_shape(self.in_shape, self.axes)
+        if mode.is_grad_enabled():
+            return (broadcast_to(reshape(gy * (1.0 / self.n), kept), self.in_shape),)      # ∂/∂xᵢ = 1/n
+        g = gy.data * gy.dtype.type(1.0 / self.n)
+        return (Tensor.constant(backend.xp.broadcast_to(g.reshape(kept), self.in_shape)),)
+
+
 def mean(x, axis=None, keepdims=False):
     x = as_tensor("mean", x)
     axes = _normalize_axis("mean", axis, x.ndim)
+    if x.dtype.kind == "f":
+        return Mean(axes, keepdims, _count(x.shape, axes))(x)
     return Sum(axes, keepdims)(x) * (1.0 / _count(x.shape, axes))   # integers: float64, as NumPy
 
 
