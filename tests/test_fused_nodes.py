@@ -3,6 +3,8 @@ each against the readable form it replaces and against finite differences:
 
 * ``linear_relu`` (node ``LinearReLU``, its backward ``LinearGrad(mask)``) = relu(linear);
 * ``mean`` of a float tensor (node ``Mean``) = Sum(x) · (1/n);
+* ``mse_loss`` of float tensors (nodes ``SquaredDifference`` and its backward
+  ``ScaledDifference``) = d · d with d = p − t;
 * ``matmul_arrays``' two short ways (an inner dimension of 1, a right factor broadcast along
   the task axis) and ``sum_rows`` = ``xp.matmul`` and the sum over axis −2;
 * MAML's meta-gradient on a ReLU MLP with the MSE loss = a per-task textbook computation
@@ -23,6 +25,7 @@ import autograd as ag
 from autograd import Tensor, backend
 from autograd import functional as F
 from autograd.functional.linear import LinearGrad, LinearReLU, sum_rows
+from autograd.functional.losses import ScaledDifference, SquaredDifference
 from autograd.ops import linalg, matmul, reshape, sum as tsum
 from autograd.ops.reduction import Mean, Sum
 from helpers import host
@@ -239,6 +242,76 @@ def test_mean_of_integers_is_float64_as_numpy():
     y = ag.ops.mean(Tensor(np.arange(6).reshape(2, 3)), axis=1)
     assert y.dtype == np.float64
     np.testing.assert_array_equal(host(y), [1.0, 4.0])
+
+
+# ----------------------------------------------------------------------------- mse_loss
+def composed_squared_difference(p, t):
+    d = p - t
+    return d * d
+
+
+@pytest.mark.parametrize("target_requires_grad", [False, True])
+def test_squared_difference_equals_composed_to_third_order(target_requires_grad):
+    rng = np.random.default_rng(14)
+    p, t = rng.standard_normal((2, 3, 1)), rng.standard_normal((2, 3, 1))
+    y = F.mse_loss(Tensor(p, requires_grad=True), Tensor(t), reduction="none")
+    assert type(y.creator) is SquaredDifference
+    if target_requires_grad:
+        fused = lambda p, t: ag.tanh(F.mse_loss(p, t, reduction="none"))     # noqa: E731
+        composed = lambda p, t: ag.tanh(composed_squared_difference(p, t))  # noqa: E731
+        arrays = [p, t]
+    else:
+        target = Tensor(t)
+        fused = lambda p: ag.tanh(F.mse_loss(p, target, reduction="none"))     # noqa: E731
+        composed = lambda p: ag.tanh(composed_squared_difference(p, target))  # noqa: E731
+        arrays = [p]
+    assert_same_derivatives(fused, composed, arrays)
+    check_fd(fused, arrays)
+
+
+def scaled_difference_mix(g, p, t):
+    """A scalar function of ScaledDifference's output built through SquaredDifference's
+    recorded backward: gradcheck checks ScaledDifference's backward on arrays,
+    gradgradcheck its recorded form."""
+    g, p, t = (v if v.requires_grad else Tensor(v.data, requires_grad=True) for v in (g, p, t))
+    with ag.enable_grad():
+        y = F.mse_loss(p, t, reduction="none")
+        gp, gt = ag.grad(y, [p, t], grad_outputs=g, create_graph=True)
+        assert type(gp.creator) is ScaledDifference
+        return ag.tanh(gp * gt + gp * p).sum()
+
+
+def test_scaled_difference_finite_differences():
+    rng = np.random.default_rng(15)
+    check_fd(scaled_difference_mix, [rng.standard_normal((2, 3)) for _ in range(3)])
+
+
+@pytest.mark.parametrize("requires", ["gpt", "gp", "gt", "pt", "p", "t"])
+def test_scaled_difference_arrays_equal_recorded(requires):
+    """ScaledDifference's backward on arrays and recorded give the same values, and a
+    gradient exactly for the inputs that require one."""
+    rng = np.random.default_rng(16)
+    g, p, t = (Tensor(rng.standard_normal((2, 3)), requires_grad=n in requires) for n in "gpt")
+    y = F.mse_loss(p, t, reduction="none")
+    wrt = [v for v in (p, t) if v.requires_grad]
+    first = ag.grad(y, wrt, grad_outputs=g, create_graph=True)[0]
+    node = first.creator if p.requires_grad else first.creator.inputs[0].creator   # ∂t = −2 g (p − t)
+    assert type(node) is ScaledDifference
+    a = Tensor(rng.standard_normal((2, 3)))
+    with ag.no_grad():
+        arrays = node.backward(a)
+    with ag.enable_grad():
+        recorded = node.backward(a)
+    for v, got, want in zip((g, p, t), arrays, recorded):
+        assert (got is None) == (want is None) == (not v.requires_grad)
+        if got is not None:
+            assert_close(got, want)
+
+
+def test_mse_loss_dtype_mismatch_is_still_refused():
+    p = Tensor(np.ones(3, dtype=np.float32), requires_grad=True)
+    with pytest.raises(TypeError, match="dtype mismatch"):
+        F.mse_loss(p, Tensor(np.ones(3)))
 
 
 # ----------------------------------------------------------------------------- MAML
