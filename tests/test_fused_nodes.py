@@ -7,6 +7,7 @@ each against the readable form it replaces and against finite differences:
   ``ScaledDifference``) = d · d with d = p − t;
 * ``matmul_arrays``' two short ways (an inner dimension of 1, a right factor broadcast along
   the task axis) and ``sum_rows`` = ``xp.matmul`` and the sum over axis −2;
+* Adam's compiled update = ``adam_update``;
 * MAML's meta-gradient on a ReLU MLP with the MSE loss = a per-task textbook computation
   written with the composed ops only.
 
@@ -16,7 +17,9 @@ Tolerances, everything in float64:
     ‖fused − composed‖∞ ≤ 1e-12 · max(‖composed‖∞, 1);
   * against finite differences: gradcheck / gradgradcheck's relative error ≤ RTOL = 1e-6
     (five-point stencil, h = 1e-3; every ReLU pre-activation is at least 0.1 from the kink,
-    far beyond what a step of 2h moves it, so no stencil crosses a kink).
+    far beyond what a step of 2h moves it, so no stencil crosses a kink);
+  * the compiled Adam update against ``adam_update``: bit for bit (the same operations in
+    the same order in the same dtype, float32 and float64).
 """
 import numpy as np
 import pytest
@@ -31,6 +34,7 @@ from autograd.ops.reduction import Mean, Sum
 from helpers import host
 from tinymeta.algorithms import MAML
 from tinymeta.models import MLP
+from tinymeta.optim import Adam, adam_update
 from tinymeta.tasks import SinusoidSampler, SinusoidTasks
 
 RTOL = 1e-6
@@ -312,6 +316,34 @@ def test_mse_loss_dtype_mismatch_is_still_refused():
     p = Tensor(np.ones(3, dtype=np.float32), requires_grad=True)
     with pytest.raises(TypeError, match="dtype mismatch"):
         F.mse_loss(p, Tensor(np.ones(3)))
+
+
+# ----------------------------------------------------------------------------- Adam
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_adam_equals_adam_update_bit_for_bit(dtype):
+    if backend.name != "numpy":
+        pytest.skip("the compiled update runs on NumPy arrays only")
+    rng = np.random.default_rng(17)
+    shapes = {"w": (4, 3), "b": (4,), "s": ()}
+    start = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+    steps = [{k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()} for _ in range(4)]
+    params = {k: Tensor(a.copy(), requires_grad=True) for k, a in start.items()}
+    ref = {k: a.copy() for k, a in start.items()}
+    m = {k: np.zeros_like(a) for k, a in start.items()}
+    v = {k: np.zeros_like(a) for k, a in start.items()}
+    with ag.settings.using(kernels="numba"):
+        opt = Adam(params, lr=0.01, betas=(0.8, 0.99), eps=1e-6)
+        for t, g in enumerate(steps, start=1):
+            grads = {k: Tensor(a) for k, a in g.items()}
+            grads["w"] = Tensor(np.asfortranarray(g["w"]))   # not C-contiguous: the NumPy update
+            opt.step(grads)
+            for k in ref:
+                adam_update(ref[k], g[k], m[k], v[k], t, 0.01, 0.8, 0.99, 1e-6)
+    for k in ref:
+        assert params[k].data.dtype == dtype
+        np.testing.assert_array_equal(params[k].data, ref[k], err_msg=k)
+        np.testing.assert_array_equal(opt.m[k], m[k], err_msg=k)
+        np.testing.assert_array_equal(opt.v[k], v[k], err_msg=k)
 
 
 # ----------------------------------------------------------------------------- MAML
