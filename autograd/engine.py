@@ -61,6 +61,15 @@ def _seed(op, outputs, grad_outputs):
     return seeds
 
 
+def _add(total, g, create_graph):
+    """Two gradient contributions to one tensor, added: recorded (an ``Add`` node) when the
+    walk builds a graph, on the arrays when it does not (the values are all that is wanted,
+    and the op's checks and node would cost more than the sum at small sizes)."""
+    if create_graph:
+        return total + g
+    return Tensor.constant(total.data + g.data)
+
+
 def _backprop(op, outputs, grad_outputs, targets, create_graph, retain_graph):
     """Return {id(tensor): (tensor, gradient)} for the tensors in ``targets`` (or every leaf if None)."""
     for y in outputs:
@@ -129,7 +138,7 @@ def _backprop(op, outputs, grad_outputs, targets, create_graph, retain_graph):
                     continue
                 kx = id(x)
                 if kx in useful:
-                    grads[kx] = grads[kx] + gx if kx in grads else gx
+                    grads[kx] = _add(grads[kx], gx, create_graph) if kx in grads else gx
             if not retain_graph:
                 node.release()
     return results
