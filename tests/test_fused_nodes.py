@@ -2,7 +2,8 @@
 each against the readable form it replaces and against finite differences:
 
 * ``linear_relu`` (node ``LinearReLU``, its backward ``LinearGrad(mask)``) = relu(linear);
-* ``mean`` of a float tensor (node ``Mean``) = Sum(x) · (1/n);
+* ``mean`` of a float tensor (node ``Mean``) = Sum(x) · (1/n), and the backward of both,
+  ``Spread`` (one node for reshape, broadcast_to and a product);
 * ``mse_loss`` of float tensors (nodes ``SquaredDifference`` and its backward
   ``ScaledDifference``) = d · d with d = p − t;
 * ``matmul_arrays``' two short ways (an inner dimension of 1, a right factor broadcast along
@@ -30,7 +31,7 @@ from autograd import functional as F
 from autograd.functional.linear import LinearGrad, LinearReLU, sum_rows
 from autograd.functional.losses import ScaledDifference, SquaredDifference
 from autograd.ops import linalg, matmul, reshape, sum as tsum
-from autograd.ops.reduction import Mean, Sum
+from autograd.ops.reduction import Mean, Spread, Sum
 from helpers import host
 from tinymeta.algorithms import MAML
 from tinymeta.models import MLP
@@ -240,6 +241,31 @@ def test_mean_backward_arrays_equal_recorded():
         (want,) = y.creator.backward(gy)
     assert got.shape == want.shape == x.shape
     assert_close(got, want)
+
+
+def spread_mix(reduce):
+    """A scalar of the gradient of tanh(reduce(x)) built with create_graph=True, so it goes
+    through the node Spread: gradcheck checks Spread's backward (a Sum or Mean node),
+    gradgradcheck one order higher."""
+    def f(x):
+        x = x if x.requires_grad else Tensor(x.data, requires_grad=True)
+        with ag.enable_grad():
+            y = ag.tanh(reduce(x))
+            g = ag.grad((y * y).sum(), x, create_graph=True)
+            assert type(g.creator.inputs[0].creator) is Spread or type(g.creator) is Spread
+            return (g * g * x).sum()
+    return f
+
+
+@pytest.mark.parametrize("reduce", [lambda x: ag.ops.mean(x, (1, 2)), lambda x: tsum(x, 1),
+                                    lambda x: ag.ops.mean(x, 0, keepdims=True)],
+                         ids=["mean", "sum", "mean-keepdims"])
+def test_spread_is_the_exact_backward_of_sum_and_mean(reduce):
+    x = np.random.default_rng(20).standard_normal((2, 3, 4))
+    y = reduce(Tensor(x, requires_grad=True))
+    (g,) = y.creator.backward(Tensor(np.ones(y.shape), requires_grad=True))
+    assert type(g.creator) is Spread and type(y.creator) in (Sum, Mean)
+    check_fd(spread_mix(reduce), [x])
 
 
 def test_mean_of_integers_is_float64_as_numpy():
