@@ -8,6 +8,7 @@ each against the readable form it replaces and against finite differences:
   ``ScaledDifference``) = d · d with d = p − t;
 * ``matmul_arrays``' two short ways (an inner dimension of 1, a right factor broadcast along
   the task axis) and ``sum_rows`` = ``xp.matmul`` and the sum over axis −2;
+* ``SubScaled``'s backward on the arrays = its recorded form;
 * Adam's compiled update = ``adam_update``;
 * MAML's meta-gradient on a ReLU MLP with the MSE loss = a per-task textbook computation
   written with the composed ops only.
@@ -213,6 +214,23 @@ def test_matmul_with_an_inner_dimension_of_one_finite_differences():
     rng = np.random.default_rng(10)
     check_fd(lambda a, b: ag.tanh(matmul(a, b, transpose_b=True)),
              [rng.standard_normal((2, 3, 1)), rng.standard_normal((2, 4, 1))])
+
+
+# ----------------------------------------------------------------------------- sub_scaled
+@pytest.mark.parametrize("a_shape,b_shape", [((2, 3), (2, 3)), ((3,), (2, 3)), ((2, 3), (3,))])
+def test_sub_scaled_backward_arrays_equal_recorded(a_shape, b_shape):
+    """SubScaled's backward: −c·gy on the arrays when nothing is recorded, the op otherwise."""
+    rng = np.random.default_rng(21)
+    a, b = (Tensor(rng.standard_normal(s), requires_grad=True) for s in (a_shape, b_shape))
+    y = ag.ops.sub_scaled(a, b, 0.3)
+    gy = Tensor(rng.standard_normal(y.shape), requires_grad=True)
+    with ag.no_grad():
+        arrays = y.creator.backward(gy)
+    recorded = y.creator.backward(gy)
+    for x, got, want in zip((a, b), arrays, recorded):
+        assert got.shape == want.shape == x.shape
+        assert_close(got, want)
+    check_fd(lambda a, b: ag.tanh(ag.ops.sub_scaled(a, b, 0.3)) * b, [host(a), host(b)])
 
 
 # ----------------------------------------------------------------------------- mean
