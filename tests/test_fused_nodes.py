@@ -368,7 +368,7 @@ def test_compiled_adam_equals_adam_update_bit_for_bit(dtype):
     if backend.name != "numpy":
         pytest.skip("the compiled update runs on NumPy arrays only")
     rng = np.random.default_rng(17)
-    shapes = {"w": (4, 3), "b": (4,), "s": ()}
+    shapes = {"w": (4, 3), "b": (4,), "s": (), "big": (101, 99)}    # big: the vectorised loop
     start = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
     steps = [{k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()} for _ in range(4)]
     params = {k: Tensor(a.copy(), requires_grad=True) for k, a in start.items()}
