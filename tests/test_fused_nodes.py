@@ -1,7 +1,8 @@
 """The fused nodes and short ways of the small-network fast path (the sinusoid MAML step),
 each against the readable form it replaces and against finite differences:
 
-* ``linear_relu`` (node ``LinearReLU``, its backward ``LinearGrad(mask)``) = relu(linear);
+* ``linear_relu`` (node ``LinearReLU``, its backward ``LinearGrad(mask)``) = relu(linear),
+  and its compiled epilogue (bias, gate, ReLU) = the NumPy form;
 * ``mean`` of a float tensor (node ``Mean``) = Sum(x) · (1/n), and the backward of both,
   ``Spread`` (one node for reshape, broadcast_to and a product);
 * ``mse_loss`` of float tensors (nodes ``SquaredDifference`` and its backward
@@ -20,9 +21,12 @@ Tolerances, everything in float64:
   * against finite differences: gradcheck / gradgradcheck's relative error ≤ RTOL = 1e-6
     (five-point stencil, h = 1e-3; every ReLU pre-activation is at least 0.1 from the kink,
     far beyond what a step of 2h moves it, so no stencil crosses a kink);
-  * the compiled Adam update against ``adam_update``: bit for bit (the same operations in
-    the same order in the same dtype, float32 and float64).
+  * the compiled Adam update against ``adam_update`` and the compiled bias + ReLU against
+    its NumPy form: bit for bit (the same operations in the same order in the same dtype,
+    float32 and float64).
 """
+import importlib
+
 import numpy as np
 import pytest
 
@@ -39,6 +43,7 @@ from tinymeta.models import MLP
 from tinymeta.optim import Adam, adam_update
 from tinymeta.tasks import SinusoidSampler, SinusoidTasks
 
+linear_module = importlib.import_module("autograd.functional.linear")   # F.linear is the function
 RTOL = 1e-6
 EXACT = 1e-12
 SHAPES = {"2d": ((4, 3), (5, 3), (5,)), "tasks": ((2, 3, 4), (2, 5, 4), (2, 5))}
@@ -167,6 +172,40 @@ def test_linear_relu_backward_arrays_equal_recorded():
         arrays = y.creator.backward(gy)
     recorded = LinearGrad(y.creator.mask)(gy, x, w)
     for got, want in zip(arrays, recorded):
+        assert_close(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bias", ["2d", "shared", "per-task"])
+def test_compiled_bias_relu_equals_numpy_bit_for_bit(dtype, bias):
+    """LinearReLU's epilogue (z + b, the gate, the ReLU) as a compiled loop gives the bits of
+    the NumPy form, NaN, ±inf and ±0 included."""
+    if backend.name != "numpy":
+        pytest.skip("the compiled epilogue runs on NumPy arrays only")
+    rng = np.random.default_rng(23)
+    shape = (5, 7) if bias == "2d" else (3, 5, 7)
+    z = rng.standard_normal(shape).astype(dtype)
+    z.reshape(-1, 7)[:5, 0] = [np.nan, np.inf, -np.inf, -0.0, 0.0]   # in column 0, whose bias is −0
+    row = rng.standard_normal(7).astype(dtype)
+    row[0] = -0.0
+    b = {"2d": row, "shared": np.broadcast_to(row, (3, 7)),
+         "per-task": np.concatenate([row[None], rng.standard_normal((2, 7)).astype(dtype)])}[bias]
+    with ag.settings.using(kernels="numba"):
+        mask, y = linear_module._bias_relu(z.copy(), b)
+    want_mask, want_y = linear_module._bias_relu_arrays(z.copy(), b)
+    assert mask.dtype == y.dtype == dtype
+    np.testing.assert_array_equal(mask, want_mask)
+    np.testing.assert_array_equal(y, want_y)
+    assert np.array_equal(np.signbit(y), np.signbit(want_y))            # -0.0 stays -0.0
+
+
+def test_linear_relu_same_with_numpy_and_numba_kernels():
+    arrays = away_from_kink(SHAPES["tasks"], seed=24)
+    results = []
+    for name in ("numpy", "numba"):
+        with ag.settings.using(kernels=name):
+            results.append(derivatives(F.linear_relu, arrays))
+    for got, want in zip(*results):
         assert_close(got, want)
 
 

@@ -1,6 +1,8 @@
 """Fully connected layer y = x Wᵀ + b, with W of shape (out, in) as in the papers' code, and
 the hidden layer of an MLP, relu(x Wᵀ + b), as one node."""
-from .. import backend, mode
+import numpy
+
+from .. import backend, kernels, mode
 from ..function import Function
 from ..ops import broadcast_to, linalg, matmul, reshape
 from ..ops._operands import operands
@@ -94,15 +96,51 @@ class LinearReLU(Function):
     when it does not."""
 
     def forward(self, x, w, b):
-        z = _affine(x, w, b)                               # z = x Wᵀ + b
-        self.mask = (z > 0).astype(z.dtype)                # m = 1[z > 0]
-        return backend.xp.maximum(z, z.dtype.type(0), out=z)   # y = max(z, 0), as ReLU
+        z = linalg.matmul_arrays(x, w.swapaxes(-1, -2))   # x Wᵀ
+        self.mask, y = _bias_relu(z, b)                    # m = 1[x Wᵀ + b > 0], y = max(x Wᵀ + b, 0)
+        return y
 
     def backward(self, gy):
         x, w, b = self.inputs
         if mode.is_grad_enabled():
             return LinearGrad(self.mask)(gy, x, w)
         return _linear_vjp(gy.data * self.mask, x, w, b)  # G ⊙ m through Linear's backward
+
+
+def _bias_relu_arrays(z, b):
+    """(m, y) for z + b, computed in z: the gate m = 1[z + b > 0] (0/1 in the dtype) and
+    y = max(z + b, 0), as ReLU (a NaN stays NaN)."""
+    z += b[..., None, :] if b.ndim == 2 else b                      # z + b
+    mask = (z > 0).astype(z.dtype)                                   # m
+    return mask, backend.xp.maximum(z, z.dtype.type(0), out=z)      # y
+
+
+def _bias_relu(z, b):
+    """``_bias_relu_arrays``, or the same arithmetic as one compiled loop
+    (``_bias_relu_numba``) where the kernels setting is Numba and the arrays allow it."""
+    kernel = _compiled_bias_relu()
+    if kernel is None or type(z) is not numpy.ndarray or type(b) is not numpy.ndarray \
+            or z.dtype not in _FLOATS or b.dtype != z.dtype or not z.flags.c_contiguous:
+        return _bias_relu_arrays(z, b)
+    tasks = z.reshape((-1,) + z.shape[-2:])                          # (T, N, O); (1, N, O) without tasks
+    rows = b.reshape(1, -1) if b.ndim == 1 else (b[:1] if b.strides[0] == 0 else b)   # one bias, or one per task
+    mask = numpy.empty_like(z)
+    kernel(tasks, numpy.ascontiguousarray(rows), mask.reshape(tasks.shape))
+    return mask, z
+
+
+def _compiled_bias_relu():
+    global _bias_relu_kernel
+    if kernels.kernels_name() != "numba":
+        return None
+    if _bias_relu_kernel is None:
+        from ._bias_relu_numba import bias_relu
+        _bias_relu_kernel = bias_relu
+    return _bias_relu_kernel
+
+
+_bias_relu_kernel = None
+_FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
 
 
 class LinearGrad(Function):
