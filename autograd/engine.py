@@ -15,7 +15,8 @@ def _as_tuple(x):
 
 
 def _order(roots):
-    """Tensors reachable from ``roots`` through recorded ops, children before parents."""
+    """Tensors reachable from ``roots`` through recorded ops, children before parents (the
+    visited set holds the tensors themselves: they hash by identity)."""
     order, visited = [], set()
     stack = [(root, False) for root in reversed(roots)]
     while stack:
@@ -23,14 +24,14 @@ def _order(roots):
         if expanded:
             order.append(t)                  # all of t's dependencies are already in order
             continue
-        if id(t) in visited:
+        if t in visited:
             continue
-        visited.add(id(t))
+        visited.add(t)
         stack.append((t, True))
         node = t.creator
         if node is not None:
             for x in node.saved_inputs():    # raises if a backward pass already freed them
-                if x.requires_grad and id(x) not in visited:
+                if x.requires_grad and x not in visited:
                     stack.append((x, False))
     return order  # post-order: every tensor after all tensors it depends on
 
@@ -61,8 +62,20 @@ def _seed(op, outputs, grad_outputs):
     return seeds
 
 
+def _add(total, g, create_graph):
+    """Two gradient contributions to one tensor, added: recorded (an ``Add`` node) when the
+    walk builds a graph, on the arrays when it does not (the values are all that is wanted,
+    and the op's checks and node would cost more than the sum at small sizes)."""
+    if create_graph:
+        return total + g
+    return Tensor.constant(total.data + g.data)
+
+
 def _backprop(op, outputs, grad_outputs, targets, create_graph, retain_graph):
-    """Return {id(tensor): (tensor, gradient)} for the tensors in ``targets`` (or every leaf if None)."""
+    """Return {tensor: (tensor, gradient)} for the tensors in ``targets`` (or every leaf if None).
+
+    Sets and dicts here are keyed by the tensors and nodes themselves: neither defines
+    ``__eq__``, so they hash and compare by identity, as ``id()`` would, without the calls."""
     for y in outputs:
         if not isinstance(y, Tensor):
             raise TypeError(f"{op}: outputs must be Tensors, got {type(y).__name__}")
@@ -70,66 +83,63 @@ def _backprop(op, outputs, grad_outputs, targets, create_graph, retain_graph):
     grads = {}
     for y, g in zip(outputs, seeds):
         if y.requires_grad:
-            grads[id(y)] = grads[id(y)] + g if id(y) in grads else g
+            grads[y] = grads[y] + g if y in grads else g
     order = _order([y for y in outputs if y.requires_grad])
-    target_ids = None if targets is None else {id(t) for t in targets}
+    wanted = None if targets is None else set(targets)
     # Only walk into tensors that lead to a target: no wasted vector-Jacobian products.
     # useful: tensors on a path to a target; expand: those whose node leads further down.
     useful, expand = set(), set()
-    waiting = {}      # id(node) -> how many of its outputs the walk below still has to pass
+    waiting = {}      # node -> how many of its outputs the walk below still has to pass
     for t in order:
-        k = id(t)
         node = t.creator
         if node is not None:
             for x in node.inputs:
-                if id(x) in useful:
-                    expand.add(k)
-                    useful.add(k)
+                if x in useful:
+                    expand.add(t)
+                    useful.add(t)
                     if node.several:
-                        waiting[id(node)] = waiting.get(id(node), 0) + 1
+                        waiting[node] = waiting.get(node, 0) + 1
                     break
-        if k in useful:
+        if t in useful:
             continue
-        if (node is None) if target_ids is None else (k in target_ids):
-            useful.add(k)
+        if (node is None) if wanted is None else (t in wanted):
+            useful.add(t)
     results = {}
-    gathered = {}     # id(node) -> the gradients of its outputs gathered so far
+    gathered = {}     # node -> the gradients of its outputs gathered so far
     with mode.set_grad_enabled(create_graph):
         for t in reversed(order):
-            k = id(t)
-            if k not in useful:
+            if t not in useful:
                 continue
-            g = grads.pop(k, None)
+            g = grads.pop(t, None)
             node = t.creator
-            if node is not None and node.several and k in expand:
+            if node is not None and node.several and t in expand:
                 # A node with several outputs runs once, when the walk passes the last of
                 # them: every output's gradient is complete by then (its consumers came
                 # earlier in this order) and none of the node's inputs has been visited.
-                slots = gathered.setdefault(id(node), [None] * len(node.outputs))
+                slots = gathered.setdefault(node, [None] * len(node.outputs))
                 slots[[r() for r in node.outputs].index(t)] = g
-                if g is not None and target_ids is not None and k in target_ids:
-                    results[k] = (t, g)
-                waiting[id(node)] -= 1
-                if waiting[id(node)]:
+                if g is not None and wanted is not None and t in wanted:
+                    results[t] = (t, g)
+                waiting[node] -= 1
+                if waiting[node]:
                     continue
-                gys = gathered.pop(id(node))
+                gys = gathered.pop(node)
                 if all(gy is None for gy in gys):
                     continue
             else:
                 if g is None:
                     continue
-                if (node is None) if target_ids is None else (k in target_ids):
-                    results[k] = (t, g)
-                if k not in expand:
+                if (node is None) if wanted is None else (t in wanted):
+                    results[t] = (t, g)
+                if t not in expand:
                     continue                     # nothing wanted lies beyond t: stop here
                 gys = (g,)
             inputs = node.saved_inputs()
             for x, gx in zip(inputs, node.backward(*gys)):
                 if gx is None:
                     continue
-                kx = id(x)
-                if kx in useful:
-                    grads[kx] = grads[kx] + gx if kx in grads else gx
+                if x in useful:
+                    grads[x] = _add(grads[x], gx, create_graph) if x in grads else gx
             if not retain_graph:
                 node.release()
     return results
@@ -157,7 +167,7 @@ def grad(outputs, inputs, grad_outputs=None, create_graph=False, retain_graph=No
     found = _backprop("grad", outputs, grad_outputs, inputs, create_graph, retain_graph)
     result = []
     for i, x in enumerate(inputs):
-        g = found.get(id(x), (None, None))[1]
+        g = found.get(x, (None, None))[1]
         if g is None and not allow_unused:
             raise ValueError(
                 f"grad: input {i} (shape {tuple(x.shape)}) is not in the graph of the outputs: "

@@ -40,6 +40,7 @@ def as_array(data, dtype=None, op="Tensor"):
 class Tensor:
     __slots__ = ("data", "grad", "requires_grad", "creator", "name", "__weakref__")
     __array_ufunc__ = None   # `ndarray * Tensor` defers to Tensor.__rmul__
+    # No __eq__ (and so identity hashing): the engine keys its sets and dicts by tensors.
 
     def __init__(self, data, requires_grad=False, dtype=None, name=None):
         data = as_array(data, dtype)

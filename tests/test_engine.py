@@ -32,6 +32,16 @@ def test_tensor_attributes():
     assert isinstance(t > 2.0, ag.backend.xp.ndarray) and (t > 2.0).dtype == bool   # comparisons: no graph
 
 
+def test_tensors_and_nodes_hash_and_compare_by_identity():
+    """The engine keys its sets and dicts by tensors and nodes: neither may define __eq__
+    (an element-wise == would make them unhashable, or worse, equal by value)."""
+    from autograd.functional import Labels
+    for cls in (Tensor, Labels, ag.Function):
+        assert cls.__eq__ is object.__eq__ and cls.__hash__ is object.__hash__, cls
+    a, b = Tensor(np.ones(2)), Tensor(np.ones(2))
+    assert len({a, b, a}) == 2
+
+
 def test_tensor_constructor_dtypes():
     assert ag.tensor(1.5).dtype == np.float64              # Python floats -> float64
     assert ag.tensor([1.0, 2.0]).dtype == np.float64

@@ -3,7 +3,8 @@ so it is stable for large logits; it checks that every label names a class, whic
 ``Labels`` costs no read from the device."""
 import numpy
 
-from .. import backend
+from .. import backend, mode
+from ..function import Function
 from ..ops import log_softmax, mean, sum
 from ..ops._operands import as_tensor
 from ..tensor import Tensor, as_array
@@ -85,5 +86,48 @@ def mse_loss(pred, target, reduction="mean"):
     if pred.shape != target.shape:
         raise ValueError(f"mse_loss: prediction {tuple(pred.shape)} and target "
                          f"{tuple(target.shape)} differ in shape")
-    diff = pred - target
+    if pred.dtype.kind == "f" and target.dtype == pred.dtype:
+        return _reduce("mse_loss", SquaredDifference()(pred, target), reduction)
+    diff = pred - target                     # integers, or a dtype mismatch to report
     return _reduce("mse_loss", diff * diff, reduction)
+
+
+class SquaredDifference(Function):
+    """(p − t)² element-wise, p and t of one shape and float dtype, as one node: the values
+    of ``d = p − t; d * d``, which records two nodes, and its backward several (two
+    products, their sum, a negation). The backward is ∂p = 2 gy (p − t) = −∂t, through
+    the node ``ScaledDifference`` when the engine records and on arrays when it does not."""
+
+    def forward(self, p, t):
+        d = p - t
+        return d * d                                              # (p − t)²
+
+    def backward(self, gy):
+        p, t = self.inputs
+        if mode.is_grad_enabled():
+            gp = ScaledDifference()(gy, p, t)                     # 2 gy (p − t)
+            return (gp if p.requires_grad else None), (-gp if t.requires_grad else None)
+        gp = (gy.data * (p.data - t.data)) * gy.dtype.type(2)     # 2 gy (p − t)
+        return (Tensor.constant(gp) if p.requires_grad else None), \
+            (Tensor.constant(-gp) if t.requires_grad else None)
+
+
+class ScaledDifference(Function):
+    """u = 2 g (p − t) element-wise (g, p, t of one shape): the backward of
+    ``SquaredDifference``, linear in g and in p − t. For a cotangent A of u:
+        ∂g = 2 A (p − t),   ∂p = 2 A g = −∂t
+    on arrays when the engine does not record, with differentiable ops when it does."""
+
+    def forward(self, g, p, t):
+        return (g * (p - t)) * g.dtype.type(2)                    # 2 g (p − t)
+
+    def backward(self, a):
+        g, p, t = self.inputs
+        two = a.dtype.type(2)
+        if mode.is_grad_enabled():
+            gg = (a * (p - t)) * 2.0 if g.requires_grad else None                  # 2 A (p − t)
+            ap = (a * g) * 2.0 if p.requires_grad or t.requires_grad else None     # 2 A g
+        else:
+            gg = Tensor.constant((a.data * (p.data - t.data)) * two) if g.requires_grad else None
+            ap = Tensor.constant((a.data * g.data) * two) if p.requires_grad or t.requires_grad else None
+        return gg, (ap if p.requires_grad else None), (-ap if t.requires_grad else None)

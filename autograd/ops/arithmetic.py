@@ -3,8 +3,9 @@
 When an input was broadcast in the forward pass, its gradient is summed back to its own
 shape with ``sum_to`` (itself differentiable: its backward is ``broadcast_to``).
 """
-from .. import backend
+from .. import backend, mode
 from ..function import Function
+from ..tensor import Tensor
 from ._operands import as_tensor, binary_operands, broadcast_error
 from .shape import sum_to
 
@@ -98,8 +99,11 @@ class SubScaled(Function):
     def backward(self, gy):
         a, b = self.inputs
         ga = sum_to(gy, a.shape) if a.requires_grad else None
-        gb = sum_to(gy * (-self.c), b.shape) if b.requires_grad else None   # ∂(a − cb)/∂b = −c
-        return ga, gb
+        if not b.requires_grad:
+            return ga, None
+        if mode.is_grad_enabled() or b.shape != gy.shape:
+            return ga, sum_to(gy * (-self.c), b.shape)                  # ∂(a − cb)/∂b = −c
+        return ga, Tensor.constant(gy.data * gy.dtype.type(-self.c))  # the same, on the arrays
 
 
 def sub_scaled(a, b, c):

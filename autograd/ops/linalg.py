@@ -18,7 +18,22 @@ def _t(m, flag):
 
 def matmul_arrays(a, b):
     """The one place where arrays are matrix-multiplied (MatMul, Linear, LinearGrad): BLAS
-    through ``xp.matmul``. experiments/bench.py wraps it to count flops."""
+    through ``xp.matmul``. experiments/bench.py wraps it to count flops.
+
+    Two products take a shorter way to the same values, because NumPy calls the BLAS once
+    per matrix of a batch and at the sizes of a small MLP the calls cost more than the
+    arithmetic:
+
+    * an inner dimension of 1 (an outer product: the first layer of a network whose input
+      is a number) is the broadcast product a · b, with no sum in it;
+    * a task-batched right factor that is one matrix broadcast along the task axis (stride
+      0: the shared weights θ in MAML's inner loop) is one 2-D product of all the tasks' rows.
+    """
+    if a.shape[-1] == 1:
+        return backend.xp.multiply(a, b)                        # (…, N, 1) · (…, 1, M)
+    if a.ndim == 3 and b.ndim == 3 and b.strides[0] == 0 and a.shape[0] == b.shape[0]:
+        rows = a.reshape(-1, a.shape[-1])                       # (T·N, K)
+        return backend.xp.matmul(rows, b[0]).reshape(a.shape[:-1] + b.shape[-1:])
     return backend.xp.matmul(a, b)
 
 

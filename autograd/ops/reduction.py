@@ -1,4 +1,5 @@
 """Reductions over axes: sum, mean, var, max, and the softmax family built from them."""
+from .. import backend
 from ..function import Function
 from ..tensor import Tensor
 from ._operands import as_tensor
@@ -22,6 +23,9 @@ def _kept_shape(shape, axes):
 
 
 class Sum(Function):
+    """Σ x over ``axes``. Its backward copies gy back along them (``Spread``), whose own
+    backward is this sum again, so derivatives of every order are exact."""
+
     def __init__(self, axes, keepdims):
         self.axes, self.keepdims = axes, keepdims
 
@@ -30,8 +34,7 @@ class Sum(Function):
         return x.sum(axis=self.axes, keepdims=self.keepdims)
 
     def backward(self, gy):
-        gy = reshape(gy, _kept_shape(self.in_shape, self.axes))   # put the summed axes back
-        return (broadcast_to(gy, self.in_shape),)                 # ∂Σx/∂xᵢ = 1
+        return (Spread(self.axes, self.keepdims, self.in_shape, 1)(gy),)   # ∂Σx/∂xᵢ = 1
 
 
 def sum(x, axis=None, keepdims=False):
@@ -46,9 +49,47 @@ def _count(shape, axes):
     return n
 
 
+class Mean(Function):
+    """The mean over ``axes`` of a float tensor as one node: Σx · (1/n), the values of
+    ``Sum(axes)(x) * (1/n)``, which records two. Its backward is ``Spread`` with 1/n."""
+
+    def __init__(self, axes, keepdims, n):
+        self.axes, self.keepdims, self.n = axes, keepdims, n
+
+    def forward(self, x):
+        self.in_shape = x.shape
+        return x.sum(axis=self.axes, keepdims=self.keepdims) * x.dtype.type(1.0 / self.n)   # Σx · (1/n)
+
+    def backward(self, gy):
+        return (Spread(self.axes, self.keepdims, self.in_shape, self.n)(gy),)   # ∂/∂xᵢ = 1/n
+
+
+class Spread(Function):
+    """g ↦ g · (1/n) copied along ``axes`` back to ``shape``: the backward of ``Sum`` (n = 1)
+    and of ``Mean`` (n the count) over those axes, as one node where reshape, broadcast_to
+    (and a product) record three. It is linear in g and its adjoint is that sum or mean,
+    so its backward is a ``Sum`` or ``Mean`` node again."""
+
+    def __init__(self, axes, keepdims, shape, n):
+        self.axes, self.keepdims, self.shape, self.n = axes, keepdims, shape, n
+
+    def forward(self, g):
+        if self.n != 1:
+            g = g * g.dtype.type(1.0 / self.n)                                  # g · (1/n)
+        kept = _kept_shape(self.shape, self.axes)                               # the summed axes put back
+        return backend.xp.broadcast_to(g.reshape(kept), self.shape)
+
+    def backward(self, gy):
+        if self.n == 1:
+            return (Sum(self.axes, self.keepdims)(gy),)
+        return (Mean(self.axes, self.keepdims, self.n)(gy),)
+
+
 def mean(x, axis=None, keepdims=False):
     x = as_tensor("mean", x)
     axes = _normalize_axis("mean", axis, x.ndim)
+    if x.dtype.kind == "f":
+        return Mean(axes, keepdims, _count(x.shape, axes))(x)
     return Sum(axes, keepdims)(x) * (1.0 / _count(x.shape, axes))   # integers: float64, as NumPy
 
 

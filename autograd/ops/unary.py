@@ -61,13 +61,14 @@ class ReLU(Function):
 
 class ReLUGrad(Function):
     """g ↦ g · 1[x > 0]: ReLU's vector-Jacobian product. The mask is a constant (ReLU'' = 0
-    away from the kink), so the op is linear in g and is its own backward."""
+    away from the kink), so the op is linear in g and is its own backward. The mask is a
+    boolean array or 0/1 in g's dtype (``LinearReLU`` keeps it so: the product is cheaper)."""
 
     def __init__(self, mask):
         self.mask = mask
 
     def forward(self, g):
-        return g * self.mask                             # bool mask: multiplies as 0/1 in g.dtype
+        return g * self.mask                             # a bool mask multiplies as 0/1 in g.dtype
 
     def backward(self, gy):
         return (ReLUGrad(self.mask)(gy),)

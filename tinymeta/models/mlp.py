@@ -41,9 +41,13 @@ class MLP:
         h = x
         last = len(self.sizes) - 2
         for i in range(last + 1):
-            h = F.linear(h, params[f"w{i}"], params[f"b{i}"])    # h = h Wᵢᵀ + bᵢ
-            if i < last:
-                h = self.activation(h)
+            w, b = params[f"w{i}"], params[f"b{i}"]
+            if i == last:
+                h = F.linear(h, w, b)                            # h = h Wᵢᵀ + bᵢ
+            elif self.activation is relu:
+                h = F.linear_relu(h, w, b)                       # h = relu(h Wᵢᵀ + bᵢ), one node
+            else:
+                h = self.activation(F.linear(h, w, b))
         return h
 
     def state_dict(self):
