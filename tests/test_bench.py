@@ -145,7 +145,7 @@ def test_cupy_backend_without_cupy_fails_clearly(tmp_path):
 # Tiny stand-ins for ../shared/peers' scripts: they print the real scripts' last line (one JSON
 # object with sec_per_iter) and hold a known amount of memory, so every number is checkable.
 FAKE_TORCH = '''import json, sys
-block = bytearray(150 * 2**20)
+block = bytearray(400 * 2**20)
 for i in range(0, len(block), 4096):       # touch every page: resident
     block[i] = 1
 print("torch 2.13 (fake)")
@@ -208,12 +208,12 @@ def test_peers_rounds_ratios_and_peak_rss(peers_run):
             assert p["median_ratio"] == pytest.approx(statistics.median(p["ratios"]))
             assert p["ratio_min"] <= p["median_ratio"] <= p["ratio_max"]
             assert len(p["peak_rss_bytes"]) == 2
-        # Each process's own peak: the fake PyTorch holds 150 MiB, the fake JAX nothing, our
-        # side NumPy and Numba. A max over all children (RUSAGE_CHILDREN), or a child forked
-        # straight from this big test process, would give JAX >= 150 MiB.
-        assert all(b >= 150 * MiB for b in c["peers"]["pytorch"]["peak_rss_bytes"])
+        # Each process's own peak: the fake PyTorch holds 400 MiB, the fake JAX nothing, our
+        # side NumPy and Numba (~160 MiB). A max over all children (RUSAGE_CHILDREN), or a
+        # child forked straight from this big test process, would give JAX >= 400 MiB.
+        assert all(b >= 400 * MiB for b in c["peers"]["pytorch"]["peak_rss_bytes"])
         assert all(0 < b < 60 * MiB for b in c["peers"]["jax"]["peak_rss_bytes"])
-        assert all(60 * MiB < b < 150 * MiB for b in ours["peak_rss_bytes"]), ours["peak_rss_bytes"]
+        assert all(60 * MiB < b < 400 * MiB for b in ours["peak_rss_bytes"]), ours["peak_rss_bytes"]
         torch = c["peers"]["pytorch"]
         assert torch["memory_ratio"] == pytest.approx(ours["peak_rss_max_bytes"] / torch["peak_rss_max_bytes"])
     # the workloads as side_by_side.py runs them
