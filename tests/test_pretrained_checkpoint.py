@@ -40,3 +40,22 @@ def test_shipped_checkpoint_classifies_test_characters(data_dir, tmp_path, capsy
     result = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     assert result["tasks"] == 50
     assert result["accuracy_percent"] > 90.0, result
+
+
+# The Prototypical Network checkpoints (one 60-way model per shot), tested as README says:
+# 5-way and 20-way with 15 queries per class. Bounds far below the 600-task results in
+# README (98.84 / 96.15 / 99.62 / 98.79%) and far above chance (20% / 5%).
+PROTONETS = [("omniglot_protonet_1shot.npz", 1, 5, 90.0), ("omniglot_protonet_1shot.npz", 1, 20, 85.0),
+             ("omniglot_protonet_5shot.npz", 5, 5, 95.0), ("omniglot_protonet_5shot.npz", 5, 20, 90.0)]
+
+
+@pytest.mark.parametrize("name,shots,ways,bound", PROTONETS)
+def test_shipped_protonets_classify_test_characters(name, shots, ways, bound, data_dir, tmp_path):
+    path = SHIPPED.parent / name
+    arrays, meta = checkpoint.load(path)
+    assert (meta["config"]["algo"], meta["config"]["ways"], meta["config"]["shots"]) == ("protonet", 60, shots)
+    omniglot.main(["evaluate", str(path), "--tasks", "20", "--ways", str(ways), "--shots", str(shots),
+                   "--query", "15", "--data-dir", str(data_dir), "--quiet", "--out", str(tmp_path / "eval")])
+    result = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert result["tasks"] == 20
+    assert result["accuracy_percent"] > bound, result
