@@ -32,8 +32,9 @@ Cases (``--cases`` takes names, group names or shell patterns such as ``'omniglo
   median of the per-round ratios, so a slow spell of a shared machine hits both sides.
 * ``ratios``: ``kernels_numpy_vs_numba`` (Omniglot MAML f32 step),
   ``loop_vs_batched_sinusoid`` (sinusoid MAML), ``loop_vs_batched_omniglot`` (Omniglot MAML
-  f32, meta-batch 8 for both sides: the loop is slow), ``numba_threads_1_vs_2``
-  (Omniglot MAML f32). A ratio reuses a measurement of the same configuration made earlier
+  f32, meta-batch 8 for both sides: the loop is slow), ``workers_1_vs_all`` (Omniglot MAML
+  f32: the whole meta-batch on one worker, BLAS one thread and Numba on every core, against
+  the default, its parts on one worker thread per core). A ratio reuses a measurement of the same configuration made earlier
   in the run.
 
 Method. Each measurement builds the learner once and draws its batches beforehand (task
@@ -84,7 +85,6 @@ product per worker at once, all their flops counted. The JSON records the settin
 """
 import argparse
 import fnmatch
-import importlib.util
 import io
 import json
 import math
@@ -128,7 +128,7 @@ GROUPS = {
     "miniimagenet": ["miniimagenet_maml_f32"],
     "hvp": ["hvp_omniglot"],
     "ratios": ["kernels_numpy_vs_numba", "loop_vs_batched_sinusoid", "loop_vs_batched_omniglot",
-               "numba_threads_1_vs_2"],
+               "workers_1_vs_all"],
 }
 ALL_CASES = [name for group in GROUPS.values() for name in group]
 DTYPES = {"f32": np.float32, "f64": np.float64}
@@ -286,13 +286,6 @@ def numba_threads():
     return settings.current()["numba_threads"]
 
 
-@contextmanager
-def using_numba_threads(n):
-    n = max(1, min(n, kernels.numba_pool_size()))
-    with settings.using(numba_threads=n):
-        yield n
-
-
 # ------------------------------------------------------------------------- workloads
 
 
@@ -382,7 +375,8 @@ class Bench:
         return m
 
     def conv(self, kind, algo, dtype, batched=True, tasks=None):
-        key = (kind, algo, np.dtype(dtype).name, batched, tasks, kernels.kernels_name(), numba_threads())
+        key = (kind, algo, np.dtype(dtype).name, batched, tasks, kernels.kernels_name(), numba_threads(),
+               parallel.workers())
         cfg = self.S[f"{kind}_reptile"] if algo == "reptile" else {**self.S[kind], "algo": algo}
         data = self.S[f"{kind}_data"]
 
@@ -477,19 +471,17 @@ class Bench:
             self.add_ratio(name, "loop", loop, "task axis", batched,
                            f"Omniglot MAML step float32, meta-batch {T} (smaller than 32: the "
                            "loop is slow)")
-        elif name == "numba_threads_1_vs_2":
-            if importlib.util.find_spec("numba") is None:
-                self.log("  Numba is not installed: skipped")
-                return
-            with using_kernels("numba"):
-                with using_numba_threads(1):
-                    one = self.conv("omniglot", "maml", np.float32)
-                with using_numba_threads(2) as n2:
-                    two = self.conv("omniglot", "maml", np.float32)
-            note = "Omniglot MAML step float32; ratio = time(1 thread) / time(2 threads), > 1 means 2 help"
-            if n2 < 2:
-                note += f" (NUMBA_NUM_THREADS caps at {n2}: both sides ran 1 thread)"
-            self.add_ratio(name, "1 Numba thread", one, "2 Numba threads", two, note)
+        elif name == "workers_1_vs_all":
+            with settings.using(workers=1):
+                one = self.conv("omniglot", "maml", np.float32)
+            with settings.using(workers=None):
+                every = self.conv("omniglot", "maml", np.float32)
+                n = parallel.workers()
+            note = (f"Omniglot MAML step float32; ratio = time(whole meta-batch, 1 worker) / "
+                    f"time(parts on {n} workers), > 1 means the workers help")
+            if n < 2:
+                note += " (one core, or a threaded BLAS: both sides ran one worker)"
+            self.add_ratio(name, "1 worker", one, f"{n} workers", every, note)
         else:
             raise ValueError(name)
 
