@@ -27,8 +27,8 @@ from tinymeta.algorithms import MANN, MemoryNetwork
 from tinymeta.data import load_splits
 from tinymeta.optim import Adam
 from tinymeta.tasks.sequences import SequenceSampler
-from tinymeta.training import (ArgumentParser, CHECKPOINT, RunFolder, Training, Validation,
-                               describe_checkpoint, meta_test, mean_ci, read_checkpoint, resolve_checkpoint,
+from tinymeta.training import (ArgumentParser, RunFolder, Training, Validation,
+                               describe_checkpoint, meta_test, mean_ci, resolve_checkpoint, run_config,
                                restore_learner, run_main, save_figure, summarize, write_json)
 from tinymeta.training.config import (Config, ConfigError, Option, boolean, choice, non_negative_int, positive_float,
                                       positive_int)
@@ -150,9 +150,7 @@ def train_parser():
 def train(args):
     say = None if args.quiet else (lambda msg: print(msg, flush=True))
     with RunFolder(args.out, resume=args.resume, say=say or (lambda m: None)) as folder:
-        path = folder / CHECKPOINT
-        resuming = args.resume and path.exists()
-        cfg = CONFIG.resumed(read_checkpoint(path)[1]["config"], args) if resuming else CONFIG.resolve(args)
+        cfg, resuming = run_config(CONFIG, args, folder, say)
         train_classes, val_classes, _test, fingerprint = load(cfg, args.data_dir)
         training = Training(build(cfg), sampler(cfg, train_classes, [cfg["seed"], 1]), cfg["meta_batch"],
                             cfg["iterations"], folder, cfg, label=f"omniglot sequences {cfg['algo']}",

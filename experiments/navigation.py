@@ -65,8 +65,8 @@ from autograd.allocator import reuse_large_allocations
 from experiments import configs
 from tinymeta.algorithms import MAMLRL
 from tinymeta.rl import GaussianMLPPolicy, GoalSampler, PointNavigation, TRPO
-from tinymeta.training import (ArgumentParser, CHECKPOINT, CONVENTION, RunFolder, Training, Validation,
-                               describe_checkpoint, mean_ci, meta_test, read_checkpoint, resolve_checkpoint,
+from tinymeta.training import (ArgumentParser, CONVENTION, RunFolder, Training, Validation,
+                               describe_checkpoint, mean_ci, meta_test, resolve_checkpoint, run_config,
                                restore_learner, run_main, save_figure, summarize, write_json)
 from tinymeta.training.config import (Config, ConfigError, Option, boolean, choice, non_negative_int,
                                       positive_float, positive_int)
@@ -259,14 +259,7 @@ def train_parser():
 def train(args):
     say = None if args.quiet else (lambda msg: print(msg, flush=True))
     with RunFolder(args.out, resume=args.resume, say=say or (lambda m: None)) as folder:
-        path = folder / CHECKPOINT
-        resuming = args.resume and path.exists()
-        if resuming:
-            cfg = CONFIG.resumed(read_checkpoint(path)[1]["config"], args)
-        else:
-            if args.resume and say:
-                say(f"--resume: no checkpoint at {path}; starting from scratch")
-            cfg = CONFIG.resolve(args)
+        cfg, resuming = run_config(CONFIG, args, folder, say)
         learner = build(cfg)
         kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
 

@@ -117,9 +117,9 @@ from tinymeta.optim import Adam
 from tinymeta.tasks import episode_sampler
 from tinymeta.tasks.episodic import Episode, EpisodeSampler
 from tinymeta.tasks.pairs import PairSampler
-from tinymeta.training import (ArgumentParser, CHECKPOINT, CosineDecay, LinearDecay, SetIteration, StepDecay,
+from tinymeta.training import (ArgumentParser, CosineDecay, LinearDecay, SetIteration, StepDecay,
                                RunFolder, Training, UsageError, Validation,
-                               describe_checkpoint, mean_ci, meta_test, read_checkpoint, resolve_checkpoint,
+                               describe_checkpoint, mean_ci, meta_test, resolve_checkpoint, run_config,
                                restore_learner, run_main, save_figure, summarize, write_json, CONVENTION)
 from tinymeta.training.config import (Config, ConfigError, Option, boolean, choice, non_negative_int,
                                       positive_float, positive_int)
@@ -516,14 +516,7 @@ def evaluate_parser():
 def train(args):
     say = None if args.quiet else (lambda msg: print(msg, flush=True))
     with RunFolder(args.out, resume=args.resume, say=say or (lambda m: None)) as folder:
-        path = folder / CHECKPOINT
-        resuming = args.resume and path.exists()
-        if resuming:
-            cfg = CONFIG.resumed(read_checkpoint(path)[1]["config"], args)
-        else:
-            if args.resume and say:
-                say(f"--resume: no checkpoint at {path}; starting from scratch")
-            cfg = CONFIG.resolve(args)
+        cfg, resuming = run_config(CONFIG, args, folder, say)
         t0 = time.perf_counter()
         train_classes, val_classes, test_classes, fingerprint = load_split(cfg, args.data_dir)
         check_classes(cfg, training=train_classes, test=test_classes,

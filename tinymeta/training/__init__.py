@@ -16,7 +16,7 @@ from .stats import mean_ci, summarize, CONVENTION
 from .progress import Progress
 from .loop import (Training, TrainingError, Diverged, Interrupted, Hook, LinearDecay, StepDecay, CosineDecay, SetIteration, Validation,
                    Log, CHECKPOINT, BEST, read as read_checkpoint, resolve as resolve_checkpoint,
-                   describe as describe_checkpoint, restore_learner)
+                   describe as describe_checkpoint, restore_learner, run_config)
 from .evaluation import meta_test, report
 from .config import Config, ConfigError, Option
 from .cli import ArgumentParser, UsageError, run_main
@@ -25,5 +25,5 @@ __all__ = ["RunFolder", "RunFolderError", "atomic_write", "save_figure", "write_
            "mean_ci", "summarize", "CONVENTION", "Progress",
            "Training", "TrainingError", "Diverged", "Interrupted", "Hook", "LinearDecay", "StepDecay",
            "CosineDecay", "SetIteration", "Validation", "Log", "CHECKPOINT", "BEST", "read_checkpoint",
-           "resolve_checkpoint", "describe_checkpoint", "restore_learner", "meta_test", "report",
+           "resolve_checkpoint", "describe_checkpoint", "restore_learner", "run_config", "meta_test", "report",
            "Config", "ConfigError", "Option", "ArgumentParser", "UsageError", "run_main"]

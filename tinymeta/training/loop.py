@@ -412,6 +412,19 @@ class Training:
             signal.signal(sig, h)
 
 
+def run_config(config, args, folder, say=None):
+    """(cfg, resuming) of a training in ``folder``: with ``--resume`` and a checkpoint there,
+    the checkpoint's configuration under the resume rules (``Config.resumed``); otherwise the
+    configuration resolved from defaults, recipe and command line (``Config.resolve``), with
+    one line when ``--resume`` found nothing to resume."""
+    path = folder / CHECKPOINT
+    if args.resume and path.exists():
+        return config.resumed(read(path)[1]["config"], args), True
+    if args.resume and say:
+        say(f"--resume: no checkpoint at {path}; starting from scratch")
+    return config.resolve(args), False
+
+
 def read(path):
     """(arrays, meta) of a run checkpoint, its format checked: CheckpointError otherwise."""
     arrays, meta = checkpoint.load(path)
