@@ -37,7 +37,9 @@ trajectories with no inner step); ``--algo oracle``: the same, observing the goa
 One iteration = one meta-batch. Every ``--val-every`` iterations (and at the end) the average
 return after ``--inner-steps`` steps on ``--val-tasks`` validation goals (always the same) is
 logged. ``<out>/checkpoint.npz``, ``log.csv`` (loss = minus the average return of the
-adapted policies in that iteration) and ``curves.png`` are written every
+adapted policies in that iteration; and of each TRPO step: the returns before and after the
+inner step, the surrogate, the mean KL, whether the line search accepted the step and its
+backtracks) and ``curves.png`` (returns; the KL under its bound δ) are written every
 ``--checkpoint-every`` iterations, at the end, and on Ctrl-C or SIGTERM; ``--resume``
 continues bit-identically (the trajectories' random stream is the goal sampler's). With
 ``--keep-best`` (the default; ``--no-keep-best`` turns it off) each validation return higher
@@ -194,7 +196,11 @@ def pyplot():
 
 def draw_curves(path, log, cfg):
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    trpo = "kl" in log.extra                # MAML and the baselines' TRPO steps log their KL
+    if trpo:
+        fig, (ax, ax_kl) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, height_ratios=(2, 1))
+    else:
+        fig, ax = plt.subplots(figsize=(7, 4))
     returns = -np.array(log.loss)
     it = np.arange(1, len(returns) + 1)
     adapted = "after the inner step" if cfg["inner_steps"] else "no adaptation"
@@ -206,14 +212,31 @@ def draw_curves(path, log, cfg):
     if log.val_iteration:
         ax.errorbar(log.val_iteration, log.val_mean, yerr=log.val_ci, color="tab:red", marker="o", ms=3,
                     capsize=2, label=f"{cfg['val_tasks']} validation goals, ±95% CI")
-    ax.set_xlabel("meta-iteration")
     ax.set_ylabel("average return")
     ax.set_title(f"2D navigation, {cfg['algo']}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    if trpo:
+        draw_trpo(ax_kl, it, log, cfg)
+    (ax_kl if trpo else ax).set_xlabel("meta-iteration")
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
     plt.close(fig)
+
+
+def draw_trpo(ax, it, log, cfg):
+    """Mean KL of each accepted TRPO step against the bound δ, and the rejected steps
+    (the line search found no step with lower surrogate and KL ≤ δ: parameters unchanged)."""
+    kl = np.array(log.extra["kl"])
+    accepted = np.array(log.extra.get("accepted", np.ones_like(kl))) > 0.5
+    ax.plot(it[accepted], kl[accepted], ".", ms=3, color="tab:purple", label="mean KL of the accepted step")
+    if (~accepted).any():
+        ax.plot(it[~accepted], np.zeros((~accepted).sum()), "x", ms=4, color="tab:red",
+                label=f"line search rejected ({(~accepted).sum()} of {len(kl)})")
+    ax.axhline(cfg["max_kl"], color="black", lw=0.8, ls="--", label=f"bound δ = {cfg['max_kl']}")
+    ax.set_ylabel("mean KL")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
 
 
 def draw_figure4(path, results, steps):
@@ -282,7 +305,21 @@ def train(args):
             say("config: " + " ".join(f"{k}={v}" for k, v in cfg.items()))
             if resuming:
                 say(f"resuming from iteration {training.iteration} of {cfg['iterations']}")
-        return training.run_to_end()
+        summary = training.run_to_end()
+        if say and "kl" in training.log.extra:
+            say(trpo_summary(training.log, cfg))
+        return summary
+
+
+def trpo_summary(log, cfg):
+    """One line on what TRPO's line search did over the run."""
+    kl = np.array(log.extra["kl"])
+    accepted = np.array(log.extra.get("accepted", np.ones_like(kl))) > 0.5
+    text = f"TRPO: the line search accepted {accepted.sum()} of {len(kl)} steps"
+    if accepted.any():
+        text += (f"; mean KL of the accepted steps {kl[accepted].mean():.4f} "
+                 f"(max {kl[accepted].max():.4f}, bound {cfg['max_kl']})")
+    return text
 
 
 def restore(path):

@@ -73,6 +73,10 @@ def test_training_writes_checkpoint_log_and_curves(runs):
     assert np.all(arrays["log/val_mean"] < 0) and np.all(arrays["log/loss"] > 0)   # loss = −return
     rows = (root / "whole" / "log.csv").read_text().splitlines()
     assert rows[0].startswith("iteration,loss") and len(rows) == 5
+    assert {"kl", "accepted", "backtracks", "return_after"} <= set(rows[0].split(","))   # TRPO's line search, logged
+    kl, accepted = arrays["log/extra_kl"], arrays["log/extra_accepted"]
+    assert len(kl) == 4 and set(np.unique(accepted)) <= {0.0, 1.0}
+    assert np.all(kl[accepted == 1] <= meta["config"]["max_kl"])             # an accepted step keeps the bound
     best, best_meta = checkpoint.load(root / "whole" / "best.npz")          # --keep-best: the highest return
     assert best_meta["best"]["mean"] == arrays["log/val_mean"].max()
     assert best_meta["iteration"] == arrays["log/val_iteration"][arrays["log/val_mean"].argmax()]

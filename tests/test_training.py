@@ -21,8 +21,8 @@ from tinymeta.files import RunFolder, RunFolderError, atomic_write, stale_tempor
 from tinymeta.models import MLP
 from tinymeta.optim import Adam
 from tinymeta.tasks import SinusoidSampler, SinusoidTasks
-from tinymeta.training import (BEST, CHECKPOINT, Diverged, Hook, Interrupted, Training, TrainingError, Validation,
-                               mean_ci, meta_test, read_checkpoint, resolve_checkpoint, summarize)
+from tinymeta.training import (BEST, CHECKPOINT, Diverged, Hook, Interrupted, Log, Training, TrainingError,
+                               Validation, mean_ci, meta_test, read_checkpoint, resolve_checkpoint, summarize)
 from tinymeta.training.config import Config, ConfigError, Option, non_negative_int, positive_float
 from helpers import host
 
@@ -426,3 +426,34 @@ def test_every_learner_honours_the_contract(cls):
 def test_reptile_with_no_inner_steps_is_refused():
     with pytest.raises(ValueError, match="inner_steps must be >= 1"):
         learner_and_tasks(learner=lambda *a, **k: Reptile(*a, inner_steps=0, **k))
+
+
+def test_log_keeps_other_step_metrics_as_columns(tmp_path):
+    """Numbers a step returns beyond loss/accuracy become columns, NaN where a step did not
+    give one (a column that starts late is padded); arrays, not scalars, are not logged; the
+    columns survive a checkpoint round trip cut at the checkpoint's iteration."""
+    log = Log()
+    log.append({"loss": 1.0}, 0.1)
+    log.append({"loss": 0.5, "kl": 0.008, "accepted": 1.0, "by_step": np.ones(3)}, 0.2)
+    log.append({"loss": 0.25, "kl": 0.02, "accepted": 0.0}, 0.3)
+    log.append({"loss": 0.2}, 0.4)
+    assert set(log.extra) == {"kl", "accepted"}
+    np.testing.assert_array_equal(log.extra["kl"], [np.nan, 0.008, 0.02, np.nan])
+    np.testing.assert_array_equal(log.extra["accepted"], [np.nan, 1.0, 0.0, np.nan])
+    back = Log.from_arrays(log.arrays(), iteration=3)
+    assert back.loss == [1.0, 0.5, 0.25]
+    np.testing.assert_array_equal(back.extra["kl"], [np.nan, 0.008, 0.02])
+    log.write_csv(tmp_path / "log.csv")
+    rows = [r.split(",") for r in (tmp_path / "log.csv").read_text().splitlines()]
+    assert rows[0] == ["iteration", "loss", "train_accuracy", "validation", "elapsed_s", "kl", "accepted"]
+    assert rows[1][5:] == ["", ""] and rows[3][5:] == ["0.02", "0"]
+
+
+def test_log_of_a_checkpoint_without_other_metrics_reads_back():
+    """Checkpoints written before the log kept other metrics have no extra_ arrays."""
+    old = {"loss": np.array([1.0, 0.5]), "accuracy": np.array([0.2, 0.4]), "elapsed": np.array([1.0, 2.0]),
+           "val_iteration": np.array([2]), "val_mean": np.array([0.5]), "val_ci95": np.array([0.1])}
+    log = Log.from_arrays(old, iteration=2)
+    assert log.extra == {} and log.loss == [1.0, 0.5]
+    log.append({"loss": 0.3, "kl": 0.01}, 3.0)
+    np.testing.assert_array_equal(log.extra["kl"], [np.nan, np.nan, 0.01])

@@ -41,6 +41,7 @@ FORMAT = "tinymeta-run"
 FORMAT_VERSION = 1
 CHECKPOINT = "checkpoint.npz"
 BEST = "best.npz"
+EXTRA = "extra_"                # the log's arrays of other step metrics: log/extra_<name>
 
 
 class TrainingError(Exception):
@@ -71,16 +72,27 @@ def numerical_settings():
 
 class Log:
     """Per-iteration loss, training accuracy (NaN where there is none) and elapsed seconds,
-    and the validation results (iteration, mean, ci95)."""
+    the validation results (iteration, mean, ci95), and any other number a learner's ``step``
+    returns (``extra``: name → one value per iteration, NaN where a step did not give it;
+    MAML-RL's TRPO step gives its mean KL, whether the line search accepted, its backtracks).
+    """
 
     def __init__(self):
         self.loss, self.accuracy, self.elapsed = [], [], []
         self.val_iteration, self.val_mean, self.val_ci = [], [], []
+        self.extra = {}
 
     def append(self, metrics, elapsed):
+        seen = len(self.loss)
         self.loss.append(float(metrics["loss"]))
         self.accuracy.append(float(metrics.get("accuracy", float("nan"))))
         self.elapsed.append(float(elapsed))
+        for name, value in metrics.items():
+            if name not in ("loss", "accuracy") and np.ndim(value) == 0 and name not in self.extra:
+                self.extra[name] = [float("nan")] * seen          # a column that starts late
+        for name, column in self.extra.items():
+            value = metrics.get(name)
+            column.append(float(value) if value is not None and np.ndim(value) == 0 else float("nan"))
 
     def arrays(self):
         return {"loss": np.array(self.loss, dtype=np.float64),
@@ -88,7 +100,8 @@ class Log:
                 "elapsed": np.array(self.elapsed, dtype=np.float64),
                 "val_iteration": np.array(self.val_iteration, dtype=np.int64),
                 "val_mean": np.array(self.val_mean, dtype=np.float64),
-                "val_ci95": np.array(self.val_ci, dtype=np.float64)}
+                "val_ci95": np.array(self.val_ci, dtype=np.float64),
+                **{EXTRA + name: np.array(column, dtype=np.float64) for name, column in self.extra.items()}}
 
     @classmethod
     def from_arrays(cls, arrays, iteration):
@@ -100,14 +113,18 @@ class Log:
         log.val_iteration = its[keep].tolist()
         log.val_mean = np.asarray(arrays.get("val_mean", []))[keep].tolist()
         log.val_ci = np.asarray(arrays.get("val_ci95", []))[keep].tolist()
+        log.extra = {name[len(EXTRA):]: np.asarray(column, dtype=np.float64)[:iteration].tolist()
+                     for name, column in arrays.items() if name.startswith(EXTRA)}
         return log
 
     def write_csv(self, path):
         val = dict(zip(self.val_iteration, self.val_mean))
+        names = list(self.extra)
         rows = ([i, f"{loss:.6g}", "" if math.isnan(acc) else f"{acc:.4f}",
-                 f"{val[i]:.4f}" if i in val else "", f"{t:.2f}"]
+                 f"{val[i]:.4f}" if i in val else "", f"{t:.2f}",
+                 *("" if math.isnan(self.extra[n][i - 1]) else f"{self.extra[n][i - 1]:.6g}" for n in names)]
                 for i, (loss, acc, t) in enumerate(zip(self.loss, self.accuracy, self.elapsed), start=1))
-        write_csv(path, ["iteration", "loss", "train_accuracy", "validation", "elapsed_s"], rows)
+        write_csv(path, ["iteration", "loss", "train_accuracy", "validation", "elapsed_s", *names], rows)
 
 
 class Hook:
