@@ -86,7 +86,7 @@ from autograd.ops import broadcast_to, concatenate, matmul, relu, reshape, swapa
 from ..parameters import leaves
 from ..tasks.batches import task_parts
 from .base import accuracy, as_tensor
-from .lstm_meta import flatten, preprocess, unflatten
+from .lstm_meta import preprocess, unflatten
 from .metric import MetricLearner, rows
 
 K = 7.0           # the official code's log-and-sign scale k
