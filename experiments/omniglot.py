@@ -72,6 +72,14 @@ Adam ``--meta-lr`` 1e-3, one episode per iteration; test episodes with 15 querie
   validation set); ``--ways``/``--shots``/``--query`` (default 20-way 1-shot) set only the
   validation and test episodes, where a query takes the class of its most similar support image.
 
+Meta Networks (``metanet``; Munkhdalai & Yu 2017, ``tinymeta.algorithms.metanet``), from the
+official Chainer script where the paper gives no number: one task per update with 10 queries
+per class (test episodes too), Adam ``--meta-lr`` 1e-3 with the gradient clipped as the code
+does, 100 000 iterations (ours: the script loops until stopped); its own 5-block networks
+(``--filters`` 64), no batch norm, a ``--ways``-way output layer (evaluated at the trained
+ways); no inner steps. Paper (its own split, not re-verified here): 98.95 (5-way) and 97.00
+(20-way) 1-shot.
+
 One iteration = one meta-batch. Every ``--val-every`` iterations (and at the end) the model
 is adapted on ``--val-tasks`` validation tasks, always the same ones (a fixed seed), and its
 query accuracy after ``--eval-steps`` inner steps is logged. ``<out>/checkpoint.npz``,
@@ -107,8 +115,9 @@ import numpy as np
 from autograd import Tensor, backend, no_grad
 from autograd import functional as F
 from autograd.allocator import reuse_large_allocations
-from tinymeta.algorithms import (ANIL, IMAML, MAML, LSTMMetaLearner, FullContextEmbedding, MatchingNet, MetaSGD, ProtoNet,
-                                 RelationModel, RelationNet, Reptile, Siamese, SiameseModel)
+from tinymeta.algorithms import (ANIL, IMAML, MAML, LSTMMetaLearner, FullContextEmbedding, MatchingNet, MetaNet,
+                                 MetaNetModel, MetaSGD, ProtoNet, RelationModel, RelationNet, Reptile, Siamese,
+                                 SiameseModel)
 from tinymeta.data import load_splits
 from tinymeta.data.omniglot import load_lake_runs
 from tinymeta.data.splits import DATASETS, dataset_defaults
@@ -125,7 +134,7 @@ from tinymeta.training.config import (Config, ConfigError, Option, boolean, choi
                                       positive_float, positive_int)
 
 ALGOS = ("maml", "fomaml", "reptile", "anil", "metasgd", "imaml", "protonet", "matchingnet",
-         "matchingnet_fce", "relationnet", "siamese", "lstm_meta")
+         "matchingnet_fce", "relationnet", "siamese", "lstm_meta", "metanet")
 DRAWINGS = 20
 VAL_SEED = 20170309       # the validation tasks: the same ones at every validation
 EVAL_SEED = 1             # default seed of the meta-test tasks
@@ -163,6 +172,9 @@ FCE_STEPS = 5           # the attention LSTM's read steps K (the paper gives non
 RELATION_DEFAULTS = {   # Sung et al. 2018, Section 4.1: Adam 1e-3 halved every 100 000 episodes, 10⁶ episodes
     "ways": 5, "transductive": True, "lr_halve_every": 100000, "iterations": 1000000, "val_every": 5000}
 RELATION_QUERY = {(5, 1): 19, (5, 5): 15, (20, 1): 10, (20, 5): 5}   # query images per class in training
+METANET_DEFAULTS = {    # Munkhdalai & Yu 2017, official Omniglot script: one task per update, 10 queries per class
+    "query": 10, "test_query": 10, "meta_batch": 1, "transductive": True, "iterations": 100000}
+METANET_CLIP = 10.0     # official: gradient norm clipped to 10 of the summed query loss
 SIAMESE_DEFAULTS = {    # Koch et al. 2015: minibatches of 128 pairs; validated on 20-way one-shot tasks
     "ways": 20, "query": 15, "meta_batch": 128, "transductive": False, "iterations": 50000}
 
@@ -242,6 +254,8 @@ def defaults(chosen):
         cfg["query"] = RELATION_QUERY[key]
     elif algo == "siamese":
         cfg = {**COMMON_DEFAULTS, **METRIC_DEFAULTS, **SIAMESE_DEFAULTS}
+    elif algo == "metanet":
+        cfg = {**COMMON_DEFAULTS, **METRIC_DEFAULTS, **METANET_DEFAULTS}
     elif algo == "reptile":
         cfg = {**COMMON_DEFAULTS, **REPTILE_DEFAULTS}
     else:
@@ -250,7 +264,7 @@ def defaults(chosen):
         if algo == "imaml":
             cfg.update(IMAML_DEFAULTS)
     paper = dataset_defaults(dataset, ways, chosen.get("shots", 1))
-    if dataset != "omniglot" and algo not in ("reptile", *HEADLESS):
+    if dataset != "omniglot" and algo not in ("reptile", "metanet", *HEADLESS):
         cfg.update({k: paper[k] for k in ("inner_lr", "inner_steps", "eval_steps", "meta_batch", "query")})
     cfg.update({"algo": algo, "dataset": dataset, "image_size": paper["image_size"],
                 "in_channels": paper["model"]["in_channels"], "filters": paper["model"]["filters"],
@@ -279,7 +293,7 @@ def check(cfg):
         raise ConfigError(f"--test-ways {cfg['test_ways']} differs from --ways {cfg['ways']}, but "
                           f"--algo {cfg['algo']} has a {cfg['ways']}-way head")
     unused = ["meta_lr"] if cfg["algo"] == "reptile" else ["outer_lr"]
-    if cfg["algo"] in HEADLESS:
+    if cfg["algo"] in HEADLESS or cfg["algo"] == "metanet":
         unused = ["outer_lr", "inner_lr", "inner_steps"]
     if cfg["algo"] != "matchingnet_fce":
         unused.append("fce_steps")
@@ -292,6 +306,8 @@ def check(cfg):
         if cfg.get(k, off) != off and cfg["algo"] not in ("maml", "fomaml"):
             raise ConfigError(f"--{k.replace('_', '-')} is a MAML++ option of --algo maml or fomaml, "
                               f"not {cfg['algo']}")
+    if cfg["algo"] == "metanet" and not cfg["transductive"]:
+        raise ConfigError("--non-transductive does not apply to --algo metanet: its networks have no batch norm")
     if cfg["algo"] == "relationnet" and not cfg["transductive"]:
         raise ConfigError("--non-transductive does not apply to --algo relationnet: its batch norm "
                           "uses the statistics of each episode, as the paper's code does")
@@ -382,6 +398,10 @@ LEARNERS = {     # algo → (model, params, cfg, batched) → learner; the bench
     # Ravi & Larochelle's learned update on the same Conv4 (always batched); --inner-lr is not used
     "lstm_meta": lambda m, p, c, batched=True: LSTMMetaLearner(m, p, F.cross_entropy, c["inner_steps"],
                                                                optimizer=adam(c), rng=[c["seed"], 2]),
+    # Meta Networks (always batched): the official clipping of the summed loss's gradient at 10 is
+    # the mean loss's at 10 / (queries per task) under Adam
+    "metanet": lambda m, p, c, batched=True: MetaNet(m, p, optimizer=adam(c),
+                                                     clip_norm=METANET_CLIP / (c["ways"] * c["query"])),
 }
 # learners whose model compares embeddings instead of ending in a head: any ways at test
 HEADLESS = ("protonet", "matchingnet", "matchingnet_fce", "relationnet", "siamese")
@@ -410,6 +430,8 @@ MODELS = {              # the model of each learner that is not a plain Conv4
     "matchingnet_fce": lambda c: FullContextEmbedding(conv4(c), c["fce_steps"]),
     "relationnet": lambda c: RelationModel(c["in_channels"], filters=c["filters"], image_size=c["image_size"]),
     "siamese": lambda c: SiameseModel(conv4(c)),
+    "metanet": lambda c: MetaNetModel(c["ways"], in_channels=c["in_channels"], filters=c["filters"],
+                                      image_size=c["image_size"]),
 }
 
 

@@ -14,4 +14,5 @@ from .siamese import Siamese, SiameseModel
 from .imaml import IMAML
 from .mann import MANN, MemoryNetwork
 from .lstm_meta import LSTMMetaLearner
+from .metanet import MetaNet, MetaNetModel
 from .maml_rl import MAMLRL
