@@ -22,8 +22,7 @@ from experiments import omniglot
 from tinymeta import checkpoint
 from tinymeta.algorithms import MetaNet, MetaNetModel
 from tinymeta.algorithms.lstm_meta import preprocess
-from tinymeta.algorithms.metanet import (K, augmented_conv, augmented_linear, coordinate_lstm, coordinate_mlp,
-                                         group_matmul)
+from tinymeta.algorithms.metanet import K, augmented_conv, augmented_linear, coordinate_lstm, coordinate_mlp
 from tinymeta.tasks import EpisodeSampler
 from helpers import host
 
@@ -70,12 +69,6 @@ def tiny(ways=2, blocks=2, seed=0):
 
 
 # --- ops and layers, first and second order -----------------------------------------------
-
-@pytest.mark.parametrize("check", [gradcheck, gradgradcheck])
-def test_group_matmul_first_and_second_order(check):
-    rng = np.random.default_rng(1)
-    check(group_matmul, [rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 4, 5))])
-
 
 @pytest.mark.parametrize("check", [gradcheck, gradgradcheck])
 @pytest.mark.parametrize("fast", [False, True])

@@ -467,3 +467,25 @@ def test_sub_scaled(c, shape, seed):
     rng = np.random.default_rng(seed)
     a, b = normal(rng, shape), normal(rng, shape[-1:] if shape else ())
     check(lambda s, t: ag.tanh(ag.ops.sub_scaled(s, t, c)), [a, b], np.tanh(a - c * b))
+
+
+# ----------------------------------------------------------------------------- group_matmul
+@pytest.mark.parametrize("check", [ag.gradcheck, ag.gradgradcheck])
+def test_group_matmul_first_and_second_order(check):
+    """GroupMatMul's backward is itself on swapped axes: checked to second order (float64)."""
+    rng = np.random.default_rng(1)
+    check(ag.ops.group_matmul, [rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 4, 5))])
+
+
+def test_group_matmul_equals_matmul_on_transposed_views():
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((3, 6, 4)).swapaxes(1, 2)          # a stack of transposed views
+    b = rng.standard_normal((3, 6, 5))
+    out = ag.ops.group_matmul(Tensor(a), Tensor(b))
+    np.testing.assert_allclose(host(out.data), np.matmul(a, b), rtol=1e-12)
+
+
+def test_group_matmul_names_the_shapes_at_fault():
+    expected = r"group_matmul: expected a \(G, m, k\) and b \(G, k, n\), got \(2, 3, 4\) and \(3, 4, 5\)"
+    with pytest.raises(ValueError, match=expected):
+        ag.ops.group_matmul(Tensor(np.ones((2, 3, 4))), Tensor(np.ones((3, 4, 5))))

@@ -4,4 +4,4 @@ from .unary import exp, log, sqrt, tanh, sigmoid, relu
 from .reduction import sum, mean, var, max, logsumexp, log_softmax, softmax
 from .shape import reshape, transpose, swapaxes, broadcast_to, sum_to, astype
 from .indexing import getitem, scatter_add, concatenate, stack, where
-from .linalg import matmul
+from .linalg import group_matmul, matmul

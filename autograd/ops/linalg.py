@@ -5,11 +5,14 @@ last two axes swapped). The transposes are BLAS flags, not copies, and they let 
 backward product be written directly in the layout its result is needed in: without them
 ∂L/∂B of A Bᵀ would come out as a transposed view, and every later op that touches it
 (adding it to another gradient, a kernel) would walk memory with a stride.
+
+``group_matmul(a, b)``: a stack of G products A_g B_g on contiguous copies of the operands
+(the grouped convolution of Meta Networks' per-query fast weights).
 """
 from .. import backend
 from ..function import Function
 from ._operands import binary_operands
-from .shape import sum_to
+from .shape import sum_to, swapaxes
 
 
 def _t(m, flag):
@@ -80,3 +83,30 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
     except ValueError:
         raise ValueError(f"matmul: batch dimensions of {tuple(a.shape)} and {tuple(b.shape)} "
                          "cannot be broadcast together") from None
+
+
+class GroupMatMul(Function):
+    """A B for stacks of matrices a (G, m, k), b (G, k, n), computed on contiguous copies.
+
+    NumPy multiplies a stack of transposed views (the backward products of a grouped
+    convolution, Gᵀ·cols and W·Gᵀ) without BLAS, about ten times slower; this node hands
+    the BLAS contiguous operands in its forward pass and writes its backward with itself on
+    swapped axes (∂A = G Bᵀ, ∂B = Aᵀ G), so every derivative is again this node."""
+
+    def forward(self, a, b):
+        xp = backend.xp
+        return matmul_arrays(xp.ascontiguousarray(a), xp.ascontiguousarray(b))
+
+    def backward(self, gy):
+        a, b = self.inputs
+        ga = group_matmul(gy, swapaxes(b, -1, -2)) if a.requires_grad else None   # ∂L/∂A = G Bᵀ
+        gb = group_matmul(swapaxes(a, -1, -2), gy) if b.requires_grad else None   # ∂L/∂B = Aᵀ G
+        return ga, gb
+
+
+def group_matmul(a, b):
+    """A B of a (G, m, k) and b (G, k, n) (``GroupMatMul``)."""
+    if a.ndim != 3 or b.ndim != 3 or a.shape[0] != b.shape[0] or a.shape[2] != b.shape[1]:
+        raise ValueError(f"group_matmul: expected a (G, m, k) and b (G, k, n), got {tuple(a.shape)} "
+                         f"and {tuple(b.shape)}")
+    return GroupMatMul()(a, b)

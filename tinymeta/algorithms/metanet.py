@@ -78,10 +78,10 @@ our first meta-losses were in the hundreds.
 """
 import numpy as np
 
-from autograd import Function, Tensor, backend, enable_grad, grad, no_grad
+from autograd import Tensor, backend, enable_grad, grad, no_grad
 from autograd import functional as F
 from autograd.functional import Labels
-from autograd.ops import broadcast_to, concatenate, matmul, relu, reshape, swapaxes, sum as tsum, transpose
+from autograd.ops import broadcast_to, concatenate, group_matmul, matmul, relu, reshape, sum as tsum, transpose
 
 from ..parameters import leaves
 from ..tasks.batches import task_parts
@@ -95,33 +95,6 @@ HIDDEN = 20       # width of m's LSTM and of d's hidden layers (official)
 
 
 # --- the layers -----------------------------------------------------------------------------
-
-class GroupMatMul(Function):
-    """A B for stacks of matrices a (G, m, k), b (G, k, n), computed on contiguous copies.
-
-    NumPy multiplies a stack of transposed views (the backward products of a grouped
-    convolution, Gᵀ·cols and W·Gᵀ) without BLAS, about ten times slower; this node hands
-    the BLAS contiguous operands in its forward pass and writes its backward with itself on
-    swapped axes (∂A = G Bᵀ, ∂B = Aᵀ G), so every derivative is again this node."""
-
-    def forward(self, a, b):
-        xp = backend.xp
-        return xp.matmul(xp.ascontiguousarray(a), xp.ascontiguousarray(b))
-
-    def backward(self, gy):
-        a, b = self.inputs
-        ga = group_matmul(gy, swapaxes(b, -1, -2)) if a.requires_grad else None   # ∂L/∂A = G Bᵀ
-        gb = group_matmul(swapaxes(a, -1, -2), gy) if b.requires_grad else None   # ∂L/∂B = Aᵀ G
-        return ga, gb
-
-
-def group_matmul(a, b):
-    """A B of a (G, m, k) and b (G, k, n) (``GroupMatMul``)."""
-    if a.ndim != 3 or b.ndim != 3 or a.shape[0] != b.shape[0] or a.shape[2] != b.shape[1]:
-        raise ValueError(f"group_matmul: expected a (G, m, k) and b (G, k, n), got {tuple(a.shape)} "
-                         f"and {tuple(b.shape)}")
-    return GroupMatMul()(a, b)
-
 
 def conv(h, w):
     """3×3 convolution, padding 1, no bias, of h (G, n, C, H, W) with one weight w (O, C, 3, 3)
