@@ -1,4 +1,4 @@
-"""The trained 5-way 1-shot MAML checkpoint that ships in experiments/checkpoints/ loads and
+"""The trained 5-way 1-shot MAML checkpoints that ship in experiments/checkpoints/ load and
 classifies held-out Omniglot characters far above chance.
 
 It needs the Omniglot data (skipped with the reason otherwise). The bound checked, 90% on
@@ -59,3 +59,23 @@ def test_shipped_protonets_classify_test_characters(name, shots, ways, bound, da
     result = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     assert result["tasks"] == 20
     assert result["accuracy_percent"] > bound, result
+
+
+# The 60,000-iteration run folder: a finished run whose best.npz is the model README reports
+# (98.73% on 600 tasks) and whose checkpoint.npz is the last iterate (99.37%).
+RUN_60K = SHIPPED.parent / "omniglot_5w1s_maml_60k"
+
+
+def test_shipped_60k_run_is_finished_and_names_its_best_iteration():
+    _, meta = checkpoint.load(RUN_60K / "checkpoint.npz")
+    assert meta["iteration"] == meta["iterations"] == 60000 and meta["finished"]
+    _, best = checkpoint.load(RUN_60K / "best.npz")
+    assert best["best"]["iteration"] == best["iteration"] == 29000
+
+
+@pytest.mark.parametrize("name", ["best.npz", "checkpoint.npz"])
+def test_shipped_60k_checkpoints_classify_test_characters(name, data_dir, tmp_path):
+    omniglot.main(["evaluate", str(RUN_60K / name), "--tasks", "50", "--data-dir", str(data_dir), "--quiet",
+                   "--out", str(tmp_path / "eval")])
+    result = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert result["tasks"] == 50 and result["accuracy_percent"] > 90.0, result
