@@ -1,5 +1,5 @@
 """The trained 5-way 1-shot MAML checkpoints that ship in experiments/checkpoints/ load and
-classifies held-out Omniglot characters far above chance.
+classify held-out Omniglot characters far above chance.
 
 It needs the Omniglot data (skipped with the reason otherwise). The bound checked, 90% on
 50 test tasks after the checkpoint's 3 inner steps, is far below what the checkpoint
