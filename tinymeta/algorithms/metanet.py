@@ -83,7 +83,7 @@ from autograd import functional as F
 from autograd.functional import Labels
 from autograd.ops import broadcast_to, concatenate, group_matmul, matmul, relu, reshape, sum as tsum, transpose
 
-from ..parameters import leaves
+from ..parameters import detached, leaves
 from ..tasks.batches import task_parts
 from .base import accuracy, as_tensor
 from .lstm_meta import preprocess, unflatten
@@ -284,7 +284,7 @@ class MetaNet(MetricLearner):
         model = self.model
         sx, sy = batch.support_x, np.asarray(batch.support_y)
         T, N = sy.shape
-        slow = {k: Tensor(v.data, requires_grad=True) for k, v in params.items()}   # cut from the graph
+        slow = detached(params)                                 # cut from the graph
         out = {"u.conv": [], "u.fc": []}
         with enable_grad():                                     # also inside evaluate's no_grad
             convs, fcs = model.names("u")
