@@ -224,11 +224,16 @@ def draw_curves(path, log, cfg):
     plt.close(fig)
 
 
+def trpo_steps(log):
+    """(mean KL, accepted) of every TRPO step in the log, as arrays."""
+    kl = np.array(log.extra["kl"])
+    return kl, np.array(log.extra.get("accepted", np.ones_like(kl))) > 0.5
+
+
 def draw_trpo(ax, it, log, cfg):
     """Mean KL of each accepted TRPO step against the bound δ, and the rejected steps
     (the line search found no step with lower surrogate and KL ≤ δ: parameters unchanged)."""
-    kl = np.array(log.extra["kl"])
-    accepted = np.array(log.extra.get("accepted", np.ones_like(kl))) > 0.5
+    kl, accepted = trpo_steps(log)
     ax.plot(it[accepted], kl[accepted], ".", ms=3, color="tab:purple", label="mean KL of the accepted step")
     if (~accepted).any():
         ax.plot(it[~accepted], np.zeros((~accepted).sum()), "x", ms=4, color="tab:red",
@@ -313,8 +318,7 @@ def train(args):
 
 def trpo_summary(log, cfg):
     """One line on what TRPO's line search did over the run."""
-    kl = np.array(log.extra["kl"])
-    accepted = np.array(log.extra.get("accepted", np.ones_like(kl))) > 0.5
+    kl, accepted = trpo_steps(log)
     text = f"TRPO: the line search accepted {accepted.sum()} of {len(kl)} steps"
     if accepted.any():
         text += (f"; mean KL of the accepted steps {kl[accepted].mean():.4f} "
