@@ -150,7 +150,7 @@ MAML_DEFAULTS = {        # Finn et al. 2017, Appendix A.1, by ways
 }
 COMMON_DEFAULTS = {"ways": 5, "shots": 1, "query": 15, "seed": 0, "split": "maml", "dtype": "float32",
                    "transductive": True, "val_tasks": 100, "val_every": 500, "checkpoint_every": 1000,
-                   "n_val": 100, "split_seed": 0, "fce_steps": None, "keep_best": True}
+                   "n_val": 100, "split_seed": 0, "fce_steps": None, "cosine_scale": None, "keep_best": True}
 IMAML_DEFAULTS = {       # Rajeswaran et al. 2019, Omniglot: λ = 2, 16 proximal steps, 5 CG steps
     "lam": 2.0, "cg_steps": 5, "inner_steps": 16, "eval_steps": 16, "inner_lr": 0.1}
 MAMLPP = {"multi_step_loss": 0, "per_step_lr": False, "per_step_bn": False,   # all off by default
@@ -219,6 +219,9 @@ OPTIONS = {
     "split_seed": Option(non_negative_int, "seed of the class split (default 0)"),
     "fce_steps": Option(positive_int, f"read steps K of the attention LSTM of --algo matchingnet_fce "
                                       f"(default {FCE_STEPS})"),
+    "cosine_scale": Option(positive_float, "Matching Nets: learn a scale α of the cosines, softmax(α·cos), "
+                                           "starting at this value (TADAM's metric scaling; default: none, "
+                                           "as in the paper)"),
     "lr_halve_every": Option(non_negative_int, "halve the outer learning rate every N iterations, "
                                                "0 = never (default 0; ProtoNets 2000, Relation Net 100000)"),
     "iterations": Option(positive_int, "meta-iterations (default 60000, Reptile 100000, ProtoNets "
@@ -297,6 +300,8 @@ def check(cfg):
         unused = ["outer_lr", "inner_lr", "inner_steps"]
     if cfg["algo"] != "matchingnet_fce":
         unused.append("fce_steps")
+    if cfg["algo"] not in ("matchingnet", "matchingnet_fce"):
+        unused.append("cosine_scale")
     if cfg["algo"] != "imaml":
         unused += ["lam", "cg_steps"]
     for k in unused:
@@ -391,8 +396,10 @@ LEARNERS = {     # algo → (model, params, cfg, batched) → learner; the bench
                                                  lam=c["lam"], cg_steps=c["cg_steps"], optimizer=adam(c),
                                                  batched=batched),
     "protonet": lambda m, p, c, batched=True: ProtoNet(m, p, optimizer=adam(c), batched=batched),
-    "matchingnet": lambda m, p, c, batched=True: MatchingNet(m, p, optimizer=adam(c), batched=batched),
-    "matchingnet_fce": lambda m, p, c, batched=True: MatchingNet(m, p, optimizer=adam(c), batched=batched),
+    "matchingnet": lambda m, p, c, batched=True: MatchingNet(m, p, optimizer=adam(c), batched=batched,
+                                                             scale=c.get("cosine_scale")),
+    "matchingnet_fce": lambda m, p, c, batched=True: MatchingNet(m, p, optimizer=adam(c), batched=batched,
+                                                                 scale=c.get("cosine_scale")),
     "relationnet": lambda m, p, c, batched=True: RelationNet(m, p, optimizer=adam(c), batched=batched),
     "siamese": lambda m, p, c, batched=True: Siamese(m, p, optimizer=adam(c), batched=batched),
     # Ravi & Larochelle's learned update on the same Conv4 (always batched); --inner-lr is not used

@@ -56,6 +56,30 @@ def test_attention_is_a_softmax_over_cosine_similarities_and_labels_are_summed()
     assert loss == pytest.approx(-np.mean(np.log([P[0, 1], P[1, 0]])), rel=1e-12)   # −log P(y | x̂, S)
 
 
+def test_metric_scaling_multiplies_the_cosines_by_a_learned_alpha():
+    """softmax_i α·c by hand with α = 3; α is a parameter the outer loop learns (its gradient
+    against central differences, float64, gradcheck's relative bound 1e-6); a bad α is refused."""
+    from tinymeta.algorithms.matching import SCALE
+    learner = MatchingNet(Identity(), Identity().init(None), scale=3.0)
+    batch = hand_episode()
+    a = host(learner.attention(learner.params, batch, mode="test"))[0]
+    s = 1 / np.sqrt(2)
+    cos = np.array([[3 / 5, 4 / 5, 7 / 5 * s], [-1.0, 0.0, -s]])
+    expected = np.exp(3.0 * cos) / np.exp(3.0 * cos).sum(axis=1, keepdims=True)   # a = softmax_i α·c
+    np.testing.assert_allclose(a, expected, rtol=1e-7)
+    assert learner.params[SCALE].shape == (1,) and learner.params[SCALE].dtype == np.float64
+    names = list(learner.params)
+    _, grads = learner.meta_gradients(batch)
+    assert float(np.abs(host(grads[SCALE])).max()) > 0
+
+    def loss(alpha):
+        return learner.meta_loss_of({**learner.params, SCALE: alpha}, batch)
+    gradcheck(loss, [learner.params[SCALE]])
+    assert SCALE in learner.state_dict()["params"] and names == list(learner.meta_parameters())
+    with pytest.raises(ValueError, match=r"MatchingNet: scale .* must be > 0, got -1"):
+        MatchingNet(Identity(), Identity().init(None), scale=-1)
+
+
 # --- full context embeddings, transcribed in NumPy ----------------------------------------------
 
 def sig(z):

@@ -358,16 +358,19 @@ METRIC_TINY = ["--filters", "8", "--query", "2", "--val-tasks", "2", "--val-ever
                "--checkpoint-every", "2", "--quiet"]
 
 
-@pytest.mark.parametrize("algo", ["matchingnet", "matchingnet_fce", "relationnet", "siamese"])
-def test_metric_learner_trains_and_evaluates_at_other_ways_and_shots(algo, data_dir, tmp_path, capsys):
+@pytest.mark.parametrize("algo, extra", [("matchingnet", []), ("matchingnet", ["--cosine-scale", 10]),
+                                         ("matchingnet_fce", []), ("relationnet", []), ("siamese", [])])
+def test_metric_learner_trains_and_evaluates_at_other_ways_and_shots(algo, extra, data_dir, tmp_path, capsys):
     out = tmp_path / algo
-    code, _, err = run_main(["--algo", algo, "--iterations", 2, *METRIC_TINY, "--out", out,
+    code, _, err = run_main(["--algo", algo, "--iterations", 2, *METRIC_TINY, *extra, "--out", out,
                              "--data-dir", data_dir], capsys)
     assert code == 0, err
     arrays, meta = checkpoint.load(out / "checkpoint.npz")
     assert meta["iteration"] == 2 and "params/w_head" not in arrays
     assert list(arrays["log/val_iteration"]) == [2] and np.isfinite(arrays["log/loss"]).all()
     assert ("params/fce.f.w_hh" in arrays) == (algo == "matchingnet_fce")
+    assert ("params/attention.scale" in arrays) == bool(extra)            # α learned: moved from 10
+    assert not extra or arrays["params/attention.scale"][0] != 10.0
     for ways, shots in ((20, 1), (3, 5)):
         code, text, err = run_main(["evaluate", out / "checkpoint.npz", "--ways", ways, "--shots", shots,
                                     "--tasks", 2, "--data-dir", data_dir, "--out", tmp_path / f"ev{ways}"], capsys)
@@ -434,6 +437,7 @@ def test_lake_runs_with_a_background_only_metric_model(algo, data_dir, tmp_path,
     (["--algo", "relationnet", "--shots", 6, "--query", 5], "--shots + --test-query = 6 + 15 = 21 is more than the 20"),
     (["--algo", "relationnet", "--non-transductive"], "--non-transductive does not apply to --algo relationnet"),
     (["--algo", "matchingnet", "--fce-steps", 3], "--fce-steps does not apply to --algo matchingnet"),
+    (["--algo", "protonet", "--cosine-scale", 10], "--cosine-scale does not apply to --algo protonet"),
     (["--algo", "maml", "--fce-steps", 3], "--fce-steps does not apply to --algo maml"),
     (["--algo", "siamese", "--inner-lr", 0.1], "--inner-lr does not apply to --algo siamese"),
     (["--algo", "matchingnet_fce", "--fce-steps", 0], "--fce-steps: must be >= 1"),

@@ -20,6 +20,11 @@ support set, and each query embedding attends to the support set K times:
 from ĥ_0 = c_0 = 0 (so h_0 = f'(x̂), and the first read is with the query's own embedding),
 f' = g' = the Conv4 embedding. The support set is read in the episode's order (label by
 label). The paper gives no K for Omniglot; the experiment's default is ours.
+
+With ``scale`` (not in the paper: the metric scaling of Oreshkin et al. 2018, TADAM), a
+learned scalar α, starting at ``scale``, multiplies the cosines before the softmax:
+a(x̂, x_i) = softmax_i α·c(f(x̂), g(x_i)). Cosines of ReLU features lie in [0, 1], so without
+α the attention can never be confident: P(y | x̂, S) ≤ e / (e + N − 1) for N support images.
 """
 import numpy as np
 
@@ -33,6 +38,7 @@ from .base import as_tensor
 from .metric import MetricLearner, support_one_hot
 
 LSTMS = ("fce.g.forward", "fce.g.backward", "fce.f")      # the three LSTMs of the full context
+SCALE = "attention.scale"                                   # α of the metric scaling, shape (1,)
 
 
 def lstm_of(params, name):
@@ -92,7 +98,12 @@ class MatchingNet(MetricLearner):
     """Matching Networks as a learner; with a ``FullContextEmbedding`` model, the embeddings
     are read in the context of the support set (FCE)."""
 
-    def __init__(self, model, params, optimizer=None, batched=True):
+    def __init__(self, model, params, optimizer=None, batched=True, scale=None):
+        if scale is not None:
+            if not float(scale) > 0:
+                raise ValueError(f"MatchingNet: scale (the initial α of α·cos) must be > 0, got {scale}")
+            dtype = next(iter(params.values())).dtype
+            params = {**params, SCALE: Tensor(backend.xp.full((1,), float(scale), dtype=dtype), requires_grad=True)}
         super().__init__(model, params, F.cross_entropy, optimizer, batched)
         self.fce = isinstance(model, FullContextEmbedding)
 
@@ -101,7 +112,10 @@ class MatchingNet(MetricLearner):
         zs, zq = self.embed(params, batch, mode)                      # g'(x_i), f'(x̂)
         if self.fce:
             zs, zq = self.model.context(params, zs, zq)               # g(x_i, S), f(x̂, S)
-        return softmax(cosine_similarity(zq, zs), axis=-1)            # a(x̂, x_i) = softmax_i c(f(x̂), g(x_i))
+        c = cosine_similarity(zq, zs)                                 # c(f(x̂), g(x_i))
+        if SCALE in params:
+            c = params[SCALE] * c                                     # α·c, metric scaling
+        return softmax(c, axis=-1)                                    # a(x̂, x_i) = softmax_i c(f(x̂), g(x_i))
 
     def logits(self, params, batch, mode):
         """log P(ŷ = k | x̂, S): (T, Q, ways). As Σ_k P = 1, the cross-entropy's softmax of these
