@@ -80,3 +80,23 @@ def test_shipped_60k_checkpoints_classify_test_characters(name, data_dir, tmp_pa
                    "--out", str(tmp_path / "eval")])
     result = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     assert result["tasks"] == 50 and result["accuracy_percent"] > 90.0, result
+
+
+# MANN and its LSTM baseline (experiments/mann.py), the best-validation models that ship in
+# experiments/checkpoints/mann_5way{,_lstm}/: accuracy at the 2nd instance of a class on 40 test
+# episodes. Bound 45%: far above chance (20%, and the ~27% of a network that has learned only
+# the episode's label statistics) and far below their 1000-episode results in docs/model_based.md.
+MANN_RUNS = [("mann_5way/best.npz", "mann"), ("mann_5way_lstm/best.npz", "lstm")]
+
+
+@pytest.mark.parametrize("name,algo", MANN_RUNS)
+def test_shipped_mann_checkpoints_bind_images_to_labels(name, algo, data_dir, tmp_path):
+    from experiments import mann
+    path = SHIPPED.parent / name
+    _, meta = checkpoint.load(path)
+    assert meta["config"]["algo"] == algo and meta["best"]["iteration"] == meta["iteration"]
+    mann.main(["evaluate", str(path), "--tasks", "40", "--data-dir", str(data_dir),
+               "--out", str(tmp_path / "eval")])
+    result = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert result["by_instance"]["tasks"] == 40
+    assert result["by_instance"]["mean"][1] > 45.0, result["by_instance"]
