@@ -100,3 +100,23 @@ def test_shipped_mann_checkpoints_bind_images_to_labels(name, algo, data_dir, tm
     result = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     assert result["by_instance"]["tasks"] == 40
     assert result["by_instance"]["mean"][1] > 45.0, result["by_instance"]
+
+
+# The other metric learners' run folders (docs/metric.md, "Results"): each best.npz tested
+# 5-way 1-shot on 20 tasks. Bounds far above chance (20%) and well below their 600-task
+# results (Relation 98.66, Matching with scale and without, Siamese 95.14).
+METRIC_RUNS = [("omniglot_relationnet_5w1s", "relationnet", 90.0),
+               ("omniglot_matchingnet_5w1s_scaled", "matchingnet", 90.0),
+               ("omniglot_matchingnet_5w1s", "matchingnet", 75.0),
+               ("omniglot_siamese", "siamese", 85.0)]
+
+
+@pytest.mark.parametrize("folder,algo,bound", METRIC_RUNS)
+def test_shipped_metric_learners_classify_test_characters(folder, algo, bound, data_dir, tmp_path):
+    path = SHIPPED.parent / folder / "best.npz"
+    _, meta = checkpoint.load(path)
+    assert meta["config"]["algo"] == algo and meta["best"]["iteration"] == meta["iteration"]
+    omniglot.main(["evaluate", str(path), "--tasks", "20", "--ways", "5", "--shots", "1", "--query", "15",
+                   "--data-dir", str(data_dir), "--quiet", "--out", str(tmp_path / "eval")])
+    result = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert result["tasks"] == 20 and result["accuracy_percent"] > bound, result
