@@ -377,6 +377,11 @@ def task_chunk(cfg):
 
 # --- the learner ----------------------------------------------------------------------------
 
+def matching(model, params, cfg, batched=True):
+    """Matching Networks, with or without full context (the model says which)."""
+    return MatchingNet(model, params, optimizer=adam(cfg), batched=batched, scale=cfg.get("cosine_scale"))
+
+
 LEARNERS = {     # algo → (model, params, cfg, batched) → learner; the bench builds from it too
     "maml": lambda m, p, c, batched=True: MAML(m, p, F.cross_entropy, c["inner_lr"], c["inner_steps"],
                                                optimizer=adam(c), batched=batched, **mamlpp(c)),
@@ -396,10 +401,8 @@ LEARNERS = {     # algo → (model, params, cfg, batched) → learner; the bench
                                                  lam=c["lam"], cg_steps=c["cg_steps"], optimizer=adam(c),
                                                  batched=batched),
     "protonet": lambda m, p, c, batched=True: ProtoNet(m, p, optimizer=adam(c), batched=batched),
-    "matchingnet": lambda m, p, c, batched=True: MatchingNet(m, p, optimizer=adam(c), batched=batched,
-                                                             scale=c.get("cosine_scale")),
-    "matchingnet_fce": lambda m, p, c, batched=True: MatchingNet(m, p, optimizer=adam(c), batched=batched,
-                                                                 scale=c.get("cosine_scale")),
+    "matchingnet": matching,
+    "matchingnet_fce": matching,          # the same learner; the model (MODELS) adds the full context
     "relationnet": lambda m, p, c, batched=True: RelationNet(m, p, optimizer=adam(c), batched=batched),
     "siamese": lambda m, p, c, batched=True: Siamese(m, p, optimizer=adam(c), batched=batched),
     # Ravi & Larochelle's learned update on the same Conv4 (always batched); --inner-lr is not used
