@@ -29,7 +29,7 @@ from tinymeta.optim import Adam
 from tinymeta.tasks.sequences import SequenceSampler
 from tinymeta.training import (ArgumentParser, RunFolder, Training, Validation,
                                describe_checkpoint, meta_test, mean_ci, resolve_checkpoint, run_config,
-                               restore_learner, run_main, save_figure, summarize, write_json)
+                               restore_learner, run_commands, save_figure, summarize, write_json)
 from tinymeta.training.config import (Config, ConfigError, Option, boolean, choice, non_negative_int, positive_float,
                                       positive_int)
 
@@ -211,15 +211,9 @@ def figure(argv):
 
 
 def main(argv=None):
-    def dispatch(argv):
-        if argv and argv[0] == "evaluate":
-            return evaluate(evaluate_parser().parse_args(argv[1:]))
-        if argv and argv[0] == "figure":
-            return figure(argv[1:])
-        if argv and argv[0] == "train":
-            argv = argv[1:]
-        return train(train_parser().parse_args(argv))
-    return run_main(dispatch, argv)
+    return run_commands(argv, {"train": lambda a: train(train_parser().parse_args(a)),
+                               "evaluate": lambda a: evaluate(evaluate_parser().parse_args(a)),
+                               "figure": figure})
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ from tinymeta.algorithms import MAMLRL
 from tinymeta.rl import GaussianMLPPolicy, GoalSampler, PointNavigation, TRPO
 from tinymeta.training import (ArgumentParser, CONVENTION, RunFolder, Training, Validation,
                                describe_checkpoint, mean_ci, meta_test, resolve_checkpoint, run_config,
-                               restore_learner, run_main, save_figure, summarize, write_json)
+                               restore_learner, run_commands, save_figure, summarize, write_json)
 from tinymeta.training.config import (Config, ConfigError, Option, boolean, choice, non_negative_int,
                                       positive_float, positive_int)
 
@@ -437,16 +437,10 @@ def figure(args):
 
 
 def main(argv=None):
-    def dispatch(argv):
-        reuse_large_allocations()          # keep big freed buffers: no page faults each iteration
-        if argv and argv[0] == "evaluate":
-            return evaluate(evaluate_parser().parse_args(argv[1:]))
-        if argv and argv[0] == "figure":
-            return figure(figure_parser().parse_args(argv[1:]))
-        if argv and argv[0] == "train":
-            argv = argv[1:]
-        return train(train_parser().parse_args(argv))
-    return run_main(dispatch, argv)
+    return run_commands(argv, {"train": lambda a: train(train_parser().parse_args(a)),
+                               "evaluate": lambda a: evaluate(evaluate_parser().parse_args(a)),
+                               "figure": lambda a: figure(figure_parser().parse_args(a))},
+                        setup=reuse_large_allocations)   # keep big freed buffers: no page faults each iteration
 
 
 if __name__ == "__main__":

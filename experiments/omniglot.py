@@ -129,7 +129,7 @@ from tinymeta.tasks.pairs import PairSampler
 from tinymeta.training import (ArgumentParser, CosineDecay, LinearDecay, SetIteration, StepDecay,
                                RunFolder, Training, UsageError, Validation,
                                describe_checkpoint, mean_ci, meta_test, resolve_checkpoint, run_config,
-                               restore_learner, run_main, save_figure, summarize, write_json, CONVENTION)
+                               restore_learner, run_commands, save_figure, summarize, write_json, CONVENTION)
 from tinymeta.training.config import (Config, ConfigError, Option, boolean, choice, non_negative_int,
                                       positive_float, positive_int)
 
@@ -691,14 +691,9 @@ def evaluate_lake(args, folder, path, cfg, meta, learner, steps, say, t0):
 
 
 def main(argv=None):
-    def dispatch(argv):
-        reuse_large_allocations()          # keep big freed buffers: no page faults each iteration
-        if argv and argv[0] == "evaluate":
-            return evaluate(evaluate_parser().parse_args(argv[1:]))
-        if argv and argv[0] == "train":
-            argv = argv[1:]
-        return train(train_parser().parse_args(argv))
-    return run_main(dispatch, argv)
+    return run_commands(argv, {"train": lambda a: train(train_parser().parse_args(a)),
+                               "evaluate": lambda a: evaluate(evaluate_parser().parse_args(a))},
+                        setup=reuse_large_allocations)   # keep big freed buffers: no page faults each iteration
 
 
 if __name__ == "__main__":

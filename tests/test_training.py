@@ -23,6 +23,7 @@ from tinymeta.optim import Adam
 from tinymeta.tasks import SinusoidSampler, SinusoidTasks
 from tinymeta.training import (BEST, CHECKPOINT, Diverged, Hook, Interrupted, Log, Training, TrainingError,
                                Validation, mean_ci, meta_test, read_checkpoint, resolve_checkpoint, summarize)
+from tinymeta.training.cli import ArgumentParser, run_commands
 from tinymeta.training.config import Config, ConfigError, Option, non_negative_int, positive_float
 from helpers import host
 
@@ -387,6 +388,20 @@ def test_bad_recipes_are_named(tmp_path, content, message):
     recipe.write_text(content)
     with pytest.raises(ConfigError, match=message):
         CONF.resolve(Args(config=recipe))
+
+
+def test_commands_dispatch_on_the_first_word_and_default_to_the_first_command(capsys):
+    calls = []
+    commands = {"train": lambda a: calls.append(("train", a)) or 0,
+                "evaluate": lambda a: calls.append(("evaluate", a)) or 0}
+    run_commands(["--out", "x"], commands, setup=lambda: calls.append(("setup", None)))
+    run_commands(["train", "--out", "y"], commands)
+    run_commands(["evaluate", "ckpt.npz"], commands)
+    assert calls == [("setup", None), ("train", ["--out", "x"]), ("train", ["--out", "y"]),
+                     ("evaluate", ["ckpt.npz"])]
+    with pytest.raises(SystemExit) as stop:          # a user error inside a command: one line, exit 2
+        run_commands(["evaluate"], {"train": None, "evaluate": lambda a: ArgumentParser().error("no checkpoint")})
+    assert stop.value.code == 2 and capsys.readouterr().err == "error: no checkpoint (see --help)\n"
 
 
 def test_resume_refuses_options_that_change_the_training():

@@ -19,11 +19,11 @@ from .loop import (Training, TrainingError, Diverged, Interrupted, Hook, LinearD
                    describe as describe_checkpoint, restore_learner, run_config)
 from .evaluation import meta_test, report
 from .config import Config, ConfigError, Option
-from .cli import ArgumentParser, UsageError, run_main
+from .cli import ArgumentParser, UsageError, run_commands, run_main
 
 __all__ = ["RunFolder", "RunFolderError", "atomic_write", "save_figure", "write_csv", "write_json", "write_text",
            "mean_ci", "summarize", "CONVENTION", "Progress",
            "Training", "TrainingError", "Diverged", "Interrupted", "Hook", "LinearDecay", "StepDecay",
            "CosineDecay", "SetIteration", "Validation", "Log", "CHECKPOINT", "BEST", "read_checkpoint",
            "resolve_checkpoint", "describe_checkpoint", "restore_learner", "run_config", "meta_test", "report",
-           "Config", "ConfigError", "Option", "ArgumentParser", "UsageError", "run_main"]
+           "Config", "ConfigError", "Option", "ArgumentParser", "UsageError", "run_main", "run_commands"]

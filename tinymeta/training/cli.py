@@ -1,4 +1,4 @@
-"""The command-line frame of every experiment: user errors as one line, exit codes.
+"""The command-line frame of every experiment: subcommands, user errors as one line, exit codes.
 
     error: <one sentence>                exit 2   bad option, file, data or output folder
     error: <one sentence>                exit 1   training diverged (inf/NaN)
@@ -49,3 +49,15 @@ def run_main(main, argv=None):
             raise
         print(f"error: {e}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+
+
+def run_commands(argv, commands, setup=None):
+    """An experiment's command line, ``python -m experiments.X [COMMAND] ARGS...``: COMMAND is a
+    key of ``commands`` (name -> function of the remaining arguments); without one, the first
+    key runs (``train``). ``setup()`` runs first. Errors and exit codes as in ``run_main``."""
+    def dispatch(argv):
+        if setup is not None:
+            setup()
+        name = argv[0] if argv and argv[0] in commands else next(iter(commands))
+        return commands[name](argv[1:] if argv and argv[0] == name else argv)
+    return run_main(dispatch, argv)
