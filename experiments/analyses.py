@@ -50,7 +50,7 @@ from tinymeta.algorithms import ANIL, MAML
 from tinymeta.models import MLP
 from tinymeta.parameters import broadcast_to_tasks, detached
 from tinymeta.tasks import SinusoidTasks
-from tinymeta.training import (ArgumentParser, Training, UsageError, mean_ci, meta_test, run_main, save_figure,
+from tinymeta.training import (pyplot, ArgumentParser, Training, UsageError, mean_ci, meta_test, run_main, save_figure,
                                summarize, write_json)
 from tinymeta.training.config import positive_int
 
@@ -117,9 +117,7 @@ def taylor(alphas, seed=0, hidden=16):
 
 
 def draw_taylor(path, result):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     a = np.array(result["alphas"])
     for (m, r), marker in zip(result["remainders"].items(), "osd"):
@@ -204,9 +202,7 @@ def feature_reuse(learner, tasks, cka_tasks, n_tasks, steps, chunk, task_seed):
 
 
 def draw_reuse(path, result):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     runs = result["frozen_blocks"]
     ks = [int(k) for k in runs]
@@ -307,9 +303,7 @@ def trainval(cfg, runs, say=None):
 
 
 def draw_trainval(path, result, cfg):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, shots in zip(axes, ("K10", "K5")):
         for variant, color in zip(VARIANTS, ("tab:red", "tab:green")):

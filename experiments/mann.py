@@ -16,7 +16,8 @@ Every ``--val-every`` batches the accuracy at the second instance on ``--val-tas
 validation episodes is logged; with ``--keep-best`` (the default; ``--no-keep-best`` turns
 it off) each one higher than every earlier one writes the checkpoint of that batch to
 ``<out>/best.npz``. ``evaluate`` takes it, ``checkpoint.npz`` or a run folder (its
-``best.npz``, else its ``checkpoint.npz``).
+``best.npz``, else its ``checkpoint.npz``). ``log.csv`` and ``curves.png`` (training loss,
+validation accuracy) are rewritten at every checkpoint.
 """
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ from tinymeta.algorithms import MANN, MemoryNetwork
 from tinymeta.data import load_splits
 from tinymeta.optim import Adam
 from tinymeta.tasks.sequences import SequenceSampler
-from tinymeta.training import (ArgumentParser, RunFolder, Training, Validation,
+from tinymeta.training import (pyplot, draw_training_curves, ArgumentParser, RunFolder, Training, Validation,
                                describe_checkpoint, meta_test, mean_ci, resolve_checkpoint, run_config,
                                restore_learner, run_commands, save_figure, summarize, write_json)
 from tinymeta.training.config import (Config, ConfigError, Option, boolean, choice, non_negative_int, positive_float,
@@ -108,11 +109,15 @@ def hooks(cfg, val_classes):
 
 # --- figure ---------------------------------------------------------------------------------
 
+def draw_curves(path, log, cfg):
+    draw_training_curves(path, log, f"Omniglot label-offset episodes, {cfg['algo']}",
+                         "cross-entropy per step (all 50 steps)",
+                         f"accuracy at the 2nd instance, {cfg['val_tasks']} episodes (%)")
+
+
 def draw_by_instance(path, evaluations):
     """Accuracy (± 95% CI) by instance of each evaluation, beside the paper's numbers."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     colors = {"mann": "tab:red", "lstm": "tab:blue"}
     for ev in evaluations:
@@ -156,7 +161,8 @@ def train(args):
                             cfg["iterations"], folder, cfg, label=f"omniglot sequences {cfg['algo']}",
                             hooks=hooks(cfg, val_classes), checkpoint_every=cfg["checkpoint_every"],
                             fingerprint=fingerprint, say=say, progress_every=args.progress_every,
-                            resume_command=f"python -m experiments.mann --out {args.out} --resume")
+                            resume_command=f"python -m experiments.mann --out {args.out} --resume",
+                            after_checkpoint=lambda training, _it: draw_curves(folder / "curves.png", training.log, cfg))
         if resuming:
             training.restore()
         if say:

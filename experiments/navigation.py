@@ -67,7 +67,7 @@ from autograd.allocator import reuse_large_allocations
 from experiments import configs
 from tinymeta.algorithms import MAMLRL
 from tinymeta.rl import GaussianMLPPolicy, GoalSampler, PointNavigation, TRPO
-from tinymeta.training import (ArgumentParser, CONVENTION, RunFolder, Training, Validation,
+from tinymeta.training import (pyplot, ArgumentParser, CONVENTION, RunFolder, Training, Validation,
                                describe_checkpoint, mean_ci, meta_test, resolve_checkpoint, run_config,
                                restore_learner, run_commands, save_figure, summarize, write_json)
 from tinymeta.training.config import (Config, ConfigError, Option, boolean, choice, non_negative_int,
@@ -186,13 +186,6 @@ def hooks(cfg):
 
 
 # --- figures --------------------------------------------------------------------------------
-
-def pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
 
 def draw_curves(path, log, cfg):
     plt = pyplot()

@@ -129,7 +129,7 @@ from tinymeta.tasks.pairs import PairSampler
 from tinymeta.training import (ArgumentParser, CosineDecay, LinearDecay, SetIteration, StepDecay,
                                RunFolder, Training, UsageError, Validation,
                                describe_checkpoint, mean_ci, meta_test, resolve_checkpoint, run_config,
-                               restore_learner, run_commands, save_figure, summarize, write_json, CONVENTION)
+                               restore_learner, run_commands, draw_training_curves, summarize, write_json, CONVENTION)
 from tinymeta.training.config import (Config, ConfigError, Option, boolean, choice, non_negative_int,
                                       positive_float, positive_int)
 
@@ -474,33 +474,9 @@ def hooks(cfg, val_classes):
 # --- figures --------------------------------------------------------------------------------
 
 def draw_curves(path, log, cfg):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    it = np.arange(1, len(log.loss) + 1)
-    loss = np.array(log.loss)
-    if len(loss):
-        ax1.plot(it, loss, color="tab:blue", alpha=0.25, lw=0.8, label="per iteration")
-        w = min(100, len(loss))
-        ax1.plot(it[w - 1:], np.convolve(loss, np.ones(w) / w, mode="valid"), color="tab:blue",
-                 lw=1.6, label=f"mean of {w}")
-    ax1.set_xlabel("iteration")
-    ax1.set_ylabel("meta-loss (query, after adaptation)")
-    ax1.set_title("training loss")
-    ax1.grid(alpha=0.3)
-    ax1.legend(fontsize=8)
-    if log.val_iteration:
-        ax2.errorbar(log.val_iteration, 100 * np.array(log.val_mean), yerr=100 * np.array(log.val_ci),
-                     color="tab:red", marker="o", ms=3, capsize=2)
-    ax2.set_xlabel("iteration")
-    ax2.set_ylabel(f"accuracy after {cfg['eval_steps']} steps (%)")
-    ax2.set_title(f"validation ({cfg['val_tasks']} tasks, ±95% CI)")
-    ax2.grid(alpha=0.3)
-    fig.suptitle(f"Omniglot {cfg['ways']}-way {cfg['shots']}-shot, {cfg['algo']}", fontsize=11)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=100)
-    plt.close(fig)
+    draw_training_curves(path, log, f"Omniglot {cfg['ways']}-way {cfg['shots']}-shot, {cfg['algo']}",
+                         "meta-loss (query, after adaptation)",
+                         f"accuracy after {cfg['eval_steps']} steps, {cfg['val_tasks']} tasks (%)")
 
 
 # --- commands -------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ from tinymeta.algorithms import MAML, JointTraining, Reptile
 from tinymeta.models import MLP
 from tinymeta.optim import Adam
 from tinymeta.tasks import SinusoidSampler, SinusoidTasks
-from tinymeta.training import (ArgumentParser, CONVENTION, Config, ConfigError, RunFolder, Training, UsageError,
+from tinymeta.training import (pyplot, ArgumentParser, CONVENTION, Config, ConfigError, RunFolder, Training, UsageError,
                                meta_test, run_main, save_figure, summarize, write_json)
 from tinymeta.training.config import Option, choice, non_negative_int, positive_float, positive_int
 
@@ -286,9 +286,7 @@ def adapted_curves(learner, name, batch, steps, lr):
 # --- figures --------------------------------------------------------------------------------
 
 def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     return plt
 
 

@@ -124,6 +124,7 @@ def test_the_experiment_trains_resumes_evaluates_and_draws(omniglot_data_dir, tm
     experiment.main(["--out", str(out), "--iterations", "2"] + small)
     summary = experiment.main(["--out", str(out), "--iterations", "3", "--resume"] + small)
     assert summary["resumed_from"] == 2
+    assert (out / "curves.png").stat().st_size > 0                 # redrawn at every checkpoint
     result = experiment.main(["evaluate", str(out), "--tasks", "4",           # the folder: its best.npz
                               "--data-dir", str(omniglot_data_dir), "--out", str(tmp_path / "eval")])
     saved = json.loads((tmp_path / "eval" / "evaluation.json").read_text())

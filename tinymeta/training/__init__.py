@@ -19,6 +19,7 @@ from .loop import (Training, TrainingError, Diverged, Interrupted, Hook, LinearD
                    describe as describe_checkpoint, restore_learner, run_config)
 from .evaluation import meta_test, report
 from .config import Config, ConfigError, Option
+from .figures import draw_training_curves, pyplot
 from .cli import ArgumentParser, UsageError, run_commands, run_main
 
 __all__ = ["RunFolder", "RunFolderError", "atomic_write", "save_figure", "write_csv", "write_json", "write_text",
@@ -26,4 +27,5 @@ __all__ = ["RunFolder", "RunFolderError", "atomic_write", "save_figure", "write_
            "Training", "TrainingError", "Diverged", "Interrupted", "Hook", "LinearDecay", "StepDecay",
            "CosineDecay", "SetIteration", "Validation", "Log", "CHECKPOINT", "BEST", "read_checkpoint",
            "resolve_checkpoint", "describe_checkpoint", "restore_learner", "run_config", "meta_test", "report",
-           "Config", "ConfigError", "Option", "ArgumentParser", "UsageError", "run_main", "run_commands"]
+           "Config", "ConfigError", "Option", "ArgumentParser", "UsageError", "run_main", "run_commands",
+           "draw_training_curves", "pyplot"]
