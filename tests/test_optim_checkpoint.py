@@ -16,7 +16,7 @@ import pytest
 from autograd import Tensor
 from helpers import host
 from tinymeta import checkpoint
-from tinymeta.optim import SGD, Adam
+from tinymeta.optim import SGD, Adam, clip_by_global_norm
 
 
 def make_params(seed=0):
@@ -84,6 +84,36 @@ def test_adam_first_step_moves_by_learning_rate():
     for k in params:
         np.testing.assert_allclose(before[k] - host(params[k]), 0.01 * np.sign(before[k]) * (1e-3 / (1e-3 + 1e-8)),
                                    rtol=1e-12)
+
+
+def test_clip_by_global_norm_scales_only_above_the_bound():
+    grads = {"a": Tensor(np.array([3.0])), "b": Tensor(np.array([[0.0, 4.0]]))}     # ‖g‖ = 5
+    clipped, norm = clip_by_global_norm(grads, 1.0)
+    assert norm == 5.0
+    np.testing.assert_allclose(host(clipped["a"]), [0.6], rtol=1e-15)
+    np.testing.assert_allclose(host(clipped["b"]), [[0.0, 0.8]], rtol=1e-15)
+    same, norm = clip_by_global_norm(grads, 5.0)
+    assert norm == 5.0 and same is grads
+
+
+def test_a_learner_with_clip_norm_steps_with_the_clipped_gradient():
+    from autograd import functional as F
+    from tinymeta.algorithms import MAML
+    from tinymeta.models import MLP
+    from tinymeta.tasks import SinusoidSampler, SinusoidTasks
+    batch = SinusoidSampler(SinusoidTasks(), 5, 5, rng=0, dtype=np.float64).sample_batch(2)
+    model = MLP([1, 8, 1])
+    params = model.init(np.random.default_rng(0), np.float64)
+    free = MAML(model, params, F.mse_loss, inner_lr=0.01)
+    _loss, grads = free.meta_gradients(batch)
+    expected, norm = clip_by_global_norm(grads, 1e-3)
+    assert norm > 1e-3                                          # the bound binds
+    start = {k: host(p).copy() for k, p in params.items()}
+    learner = MAML(model, params, F.mse_loss, inner_lr=0.01, optimizer=lambda p: SGD(p, lr=1.0))
+    learner.clip_norm = 1e-3
+    learner.step(batch)
+    for k in params:                                            # θ ← θ − 1.0 · clip(g)
+        np.testing.assert_allclose(host(params[k]), start[k] - host(expected[k]), rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize("cls,kwargs", [(SGD, {"lr": 0.0}), (SGD, {"lr": -1.0}), (Adam, {"lr": 0.0})])

@@ -66,7 +66,7 @@ from autograd import Tensor, backend, grad, no_grad, parallel
 from autograd.functional import Labels
 from autograd.ops import mean, stack, sub_scaled, sum as tsum
 
-from ..optim import Adam
+from ..optim import Adam, clip_by_global_norm
 from ..parameters import broadcast_to_tasks, detached, to_arrays
 from ..tasks.batches import task_parts
 
@@ -92,6 +92,7 @@ class MetaLearner:
 
     default_optimizer = staticmethod(adam_1e3)
     splits_tasks = False        # True: the meta-loss is a mean of independent per-task losses
+    clip_norm = None            # a number: step clips the meta-gradient's global norm to it
 
     def __init__(self, model, params, loss_fn, optimizer=None, batched=True):
         self.model, self.params, self.loss_fn, self.batched = model, params, loss_fn, batched
@@ -112,6 +113,8 @@ class MetaLearner:
         when the loss or a gradient is not finite."""
         loss, grads = self.meta_gradients_in_parts(batch)
         metrics = self.check_finite(loss, grads)
+        if self.clip_norm is not None:
+            grads, _norm = clip_by_global_norm(grads, self.clip_norm)
         self.optimizer.step(grads)
         return metrics
 

@@ -274,7 +274,7 @@ class MetaNet(MetricLearner):
 
     def __init__(self, model, params, optimizer=None, chunks=CHUNKS, clip_norm=None):
         super().__init__(model, params, F.cross_entropy, optimizer, batched=True)
-        self.chunks, self.clip_norm = int(chunks), clip_norm
+        self.chunks, self.clip_norm = int(chunks), clip_norm       # clipped in MetaLearner.step
 
     # Algorithm 1, the gradients (constants) ------------------------------------------------
     def support_gradients(self, params, batch):
@@ -339,19 +339,6 @@ class MetaNet(MetricLearner):
         return self.logits_given(params, batch, self.support_gradients(params, batch))
 
     # the contract ------------------------------------------------------------------------
-    def step(self, batch):
-        """One update: the meta-gradient, checked finite, clipped to ``clip_norm``, then Adam."""
-        loss, grads = self.meta_gradients(batch)
-        metrics = self.check_finite(loss, grads)
-        if self.clip_norm is not None:
-            xp = backend.xp
-            norm = float(xp.sqrt(sum(float((g.data.astype(xp.float64) ** 2).sum()) for g in grads.values())))
-            if norm > self.clip_norm:                           # Chainer's GradientClipping
-                scale = self.clip_norm / norm
-                grads = {k: Tensor.constant(g.data * g.data.dtype.type(scale)) for k, g in grads.items()}
-        self.optimizer.step(grads)
-        return metrics
-
     def adapt(self, batch, steps=0, inner_lr=None):
         """The fast weights of every task: {"Q*": u's task-level fast weights, "R": the keys
         (T, N, D), "M": the memory of example-level fast weights (T, N, P)}."""
