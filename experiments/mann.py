@@ -53,6 +53,8 @@ OPTIONS = {
     "width": Option(positive_int, "memory slot width W (default 40)"),
     "heads": Option(positive_int, "read heads (default 4)"),
     "gamma": Option(positive_float, "usage decay γ (default 0.95)"),
+    "key_strength": Option(boolean, "reads by softmax β·cos with a learned key strength β per head (the "
+                                    "NTM's; not in the paper, default false)"),
     "image_size": Option(positive_int, "image side in pixels (default 20)"),
     "rotations": Option(boolean, "add 90-degree rotations of the training characters as classes (default false)"),
     "seed": Option(non_negative_int, "seed of the initial weights and training episodes (default 0)"),
@@ -67,7 +69,7 @@ OPTIONS = {
                         negatable=True),
 }
 DEFAULTS = {"algo": "mann", "ways": 5, "instances": 10, "meta_batch": 16, "meta_lr": 1e-3, "hidden": 200,
-            "slots": 128, "width": 40, "heads": 4, "gamma": 0.95, "image_size": 20, "rotations": False,
+            "slots": 128, "width": 40, "heads": 4, "gamma": 0.95, "key_strength": False, "image_size": 20, "rotations": False,
             "seed": 0, "dtype": "float32", "iterations": 10000, "val_every": 500, "val_tasks": 160,
             "checkpoint_every": 500, "keep_best": True}
 
@@ -92,7 +94,8 @@ def sampler(cfg, classes, seed):
 
 def build(cfg):
     model = MemoryNetwork(cfg["image_size"] ** 2, cfg["ways"], cfg["hidden"], cfg["slots"], cfg["width"],
-                          cfg["heads"], cfg["gamma"], memory=cfg["algo"] == "mann")
+                          cfg["heads"], cfg["gamma"], memory=cfg["algo"] == "mann",
+                          key_strength=cfg.get("key_strength", False))
     params = model.init(np.random.default_rng(cfg["seed"]), dtype=np.dtype(cfg["dtype"]))
     return MANN(model, params, optimizer=lambda p: Adam(p, lr=cfg["meta_lr"]))
 

@@ -53,8 +53,9 @@ def test_sequence_sampler_state_repeats_the_stream_and_refuses_bad_sizes():
         SequenceSampler(images(), ways=8, instances=2)
 
 
-def tiny(memory=True, seed=0):
-    model = MemoryNetwork(input_size=3, ways=2, hidden=3, slots=4, width=2, heads=2, memory=memory)
+def tiny(memory=True, seed=0, key_strength=False):
+    model = MemoryNetwork(input_size=3, ways=2, hidden=3, slots=4, width=2, heads=2, memory=memory,
+                          key_strength=key_strength)
     return model, model.init(np.random.default_rng(seed), dtype=np.float64)
 
 
@@ -74,6 +75,32 @@ def test_mann_first_and_second_order(check):
     def run(x, *chosen):
         return model({**rest, **dict(zip(names, chosen))}, x, Tensor(previous))
     check(run, [x] + [params[k].data for k in names])
+
+
+@pytest.mark.parametrize("check", [gradcheck, gradgradcheck])
+def test_mann_with_key_strength_first_and_second_order(check):
+    model, params = tiny(key_strength=True)
+    x, previous = tiny_inputs()
+    rng = np.random.default_rng(3)
+    names = ["strength/w", "strength/b", "key/w"]
+    start = [rng.standard_normal(params[k].shape) for k in names[:2]] + [params["key/w"].data]
+    rest = {k: v for k, v in params.items() if k not in names}
+
+    def run(*chosen):
+        return model({**rest, **dict(zip(names, chosen))}, Tensor(x), Tensor(previous))
+    check(run, start)
+
+
+def test_key_strength_starts_as_the_papers_reads_and_then_changes_them():
+    x, previous = tiny_inputs()
+    model, params = tiny(key_strength=True)
+    plain_model, plain = tiny()
+    assert set(params) - set(plain) == {"strength/w", "strength/b"}
+    assert all(np.array_equal(host(params[k]), host(plain[k])) for k in plain)     # same draws for the rest
+    out = host(model(params, Tensor(x), Tensor(previous)))
+    np.testing.assert_array_equal(out, host(plain_model(plain, Tensor(x), Tensor(previous))))   # β = 1
+    sharper = dict(params, **{"strength/b": Tensor(np.full(2, 2.0))})               # β = e²
+    assert np.abs(host(model(sharper, Tensor(x), Tensor(previous))) - out).max() > 1e-6
 
 
 def test_the_baseline_ignores_memory_and_the_memory_changes_the_answer():

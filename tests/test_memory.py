@@ -20,6 +20,20 @@ def test_content_weights_by_hand():
     np.testing.assert_allclose(host(w)[0, 0], expected, rtol=1e-7)
 
 
+def test_key_strength_sharpens_the_weights_by_hand():
+    M = np.array([[[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]]])
+    k = np.array([[[2.0, 0.0], [0.0, 1.0]]])                         # two heads
+    beta = np.array([[5.0, 0.5]])
+    cos = np.array([[1.0, 0.0, 1.0 / np.sqrt(2.0)], [0.0, 1.0, 1.0 / np.sqrt(2.0)]])
+    expected = np.exp(beta[0][:, None] * cos) / np.exp(beta[0][:, None] * cos).sum(axis=1, keepdims=True)
+    w = host(memory.content_weights(Tensor(k), Tensor(M), Tensor(beta)))
+    np.testing.assert_allclose(w[0], expected, rtol=1e-7)
+    plain = host(memory.content_weights(Tensor(k), Tensor(M)))
+    assert w[0, 0].max() > plain[0, 0].max() and w[0, 1].max() < plain[0, 1].max()
+    ones = host(memory.content_weights(Tensor(k), Tensor(M), Tensor(np.ones((1, 2)))))
+    np.testing.assert_allclose(ones, plain, rtol=1e-12)               # β = 1 is the paper's read
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.integers(1, 3), st.integers(1, 4), st.integers(2, 6), st.integers(0, 10**6))
 def test_reads_sum_to_one_and_read_is_the_weighted_sum(batch, heads, slots, seed):
@@ -88,6 +102,12 @@ def test_content_read_first_and_second_order(check):
 
 
 @pytest.mark.parametrize("check", [gradcheck, gradgradcheck])
+def test_content_read_with_key_strength_first_and_second_order(check):
+    M, k, _w_r, _lu, alpha, _ = _inputs(7)
+    check(lambda k, M, beta: memory.read(memory.content_weights(k, M, beta), M), [k, M, 1.0 + alpha ** 2])
+
+
+@pytest.mark.parametrize("check", [gradcheck, gradgradcheck])
 def test_lrua_write_first_and_second_order(check):
     M, k, w_r, lu, alpha, _ = _inputs(4)
     check(lambda M, k, w_r, alpha: memory.lrua_write(M, k, w_r, Tensor(lu), alpha)[0], [M, k, w_r, alpha])
@@ -104,6 +124,8 @@ def test_bad_shapes_name_the_op_and_the_shapes():
     M, k, w_r, lu, alpha, u = (Tensor(a) for a in _inputs(6))
     with pytest.raises(ValueError, match=r"content_weights: .*keys \(2, 2, 3\)"):
         memory.content_weights(Tensor(np.ones((2, 2, 3))), M)
+    with pytest.raises(ValueError, match=r"content_weights: .*strength \(2, 3\)"):
+        memory.content_weights(k, M, Tensor(np.ones((2, 3))))
     with pytest.raises(ValueError, match=r"lrua_write: .*alpha \(2, 3\)"):
         memory.lrua_write(M, k, w_r, lu, Tensor(np.ones((2, 3))))
     with pytest.raises(ValueError, match=r"least_used: 4 heads"):

@@ -5,6 +5,7 @@ A memory is a matrix M (..., N, W): N slots of width W. R heads each emit a key 
 and a gate α (..., R). With cos the cosine similarity and σ the logistic function:
 
     w^r_t = softmax_i cos(k_t, M_t(i))                          content-based read weights
+            (optionally softmax_i β_t cos(k_t, M_t(i)), with a key strength β_t as in the NTM)
     r_t   = Σ_i w^r_t(i) M_t(i)                                  the read vector
     w^w_t = σ(α) w^r_{t−1} + (1 − σ(α)) w^lu_{t−1}              LRUA write weights
     M_t(i) = M_{t−1}(i) [slot i not the least used] + Σ_heads w^w_t(i) k_t   clear, then write
@@ -25,13 +26,22 @@ def _shapes(*named):
     return ", ".join(f"{name} {tuple(x.shape)}" for name, x in named)
 
 
-def content_weights(keys, memory):
+def content_weights(keys, memory, strength=None):
     """w^r = softmax_i cos(k, M(i)): keys (..., R, W), memory (..., N, W) → (..., R, N), each
-    row summing to one."""
+    row summing to one. With ``strength`` β (..., R), softmax_i β cos(k, M(i)) (the key
+    strength of Graves et al.'s NTM): cosines lie in [−1, 1], so without it no weight exceeds
+    e / (e + (N − 1)/e), 5.5% for N = 128 slots."""
     if keys.ndim < 2 or memory.ndim < 2 or keys.shape[-1] != memory.shape[-1]:
         raise ValueError(f"content_weights: expected keys (..., R, W) and memory (..., N, W) with the "
                          f"same W, got {_shapes(('keys', keys), ('memory', memory))}")
-    return softmax(cosine_similarity(keys, memory), axis=-1)   # w^r(i) = softmax_i cos(k, M(i))
+    similarity = cosine_similarity(keys, memory)
+    if strength is None:
+        return softmax(similarity, axis=-1)                    # w^r(i) = softmax_i cos(k, M(i))
+    if tuple(strength.shape) != keys.shape[:-1]:
+        raise ValueError(f"content_weights: expected strength (..., R) for keys (..., R, W), got "
+                         f"{_shapes(('keys', keys), ('strength', strength))}")
+    beta = reshape(strength, tuple(strength.shape) + (1,))
+    return softmax(beta * similarity, axis=-1)                 # w^r(i) = softmax_i β cos(k, M(i))
 
 
 def read(weights, memory):

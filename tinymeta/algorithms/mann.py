@@ -12,20 +12,23 @@ with R heads, memory M (N × W), usage w^u and the previous read weights w^r_{t�
     α_t = W_α h_t + b_α                        one write gate per head
     w^w_t = σ(α_t) w^r_{t−1} + (1 − σ(α_t)) w^lu_{t−1};   M_t = clear(M_{t−1}) + w^wᵀ k_t
     w^r_t = softmax cos(k_t, M_t);   r_t = w^r_t M_t
+            (``key_strength=True``: softmax β_t cos(k_t, M_t), β_t = exp(W_β h_t + b_β) per head)
     w^u_t = γ w^u_{t−1} + Σ (w^r_t + w^w_t)
     p(y_t | …) = softmax(W_o [h_t, r_t] + b_o)
 
 The meta-objective is the cross-entropy of every step's label, averaged over steps and
 episodes; it is trained by back-propagation through the whole episode (first order). With
 ``memory=False`` the same controller answers from h_t alone: the paper's LSTM baseline.
-The key's tanh is our choice (the paper leaves the key's nonlinearity open).
+The key's tanh is our choice (the paper leaves the key's nonlinearity open). The key strength
+β is not in the paper (its reads are softmax cos): it is the NTM's, offered because a softmax
+over cosines of 128 slots cannot put more than 5.5% of a read on one slot.
 """
 import numpy as np
 
 from autograd import Tensor, backend, grad, no_grad
 from autograd import functional as F
 from autograd.functional import memory as mem
-from autograd.ops import concatenate, getitem, mean, reshape, stack, tanh
+from autograd.ops import concatenate, exp, getitem, mean, reshape, stack, tanh
 
 from ..tasks.sequences import previous_labels
 from .base import MetaLearner, as_tensor
@@ -36,10 +39,12 @@ class MemoryNetwork:
     parameters: ``model(params, x, previous) -> logits`` for x (B, L, D) and the previous
     labels' one-hots (B, L, ways), logits (B, L, ways)."""
 
-    def __init__(self, input_size, ways, hidden=200, slots=128, width=40, heads=4, gamma=0.95, memory=True):
+    def __init__(self, input_size, ways, hidden=200, slots=128, width=40, heads=4, gamma=0.95, memory=True,
+                 key_strength=False):
         self.input_size, self.ways, self.hidden = int(input_size), int(ways), int(hidden)
         self.slots, self.width, self.heads, self.gamma = int(slots), int(width), int(heads), float(gamma)
         self.memory = bool(memory)
+        self.key_strength = bool(key_strength) and self.memory
         self.reads = self.heads * self.width if self.memory else 0
 
     def init(self, rng, dtype=np.float32):
@@ -56,6 +61,8 @@ class MemoryNetwork:
         if self.memory:
             layer("key", R * W, H)
             layer("gate", R, H)
+        if self.key_strength:                  # β = exp(W_β h + b_β) starts at exactly 1: the paper's reads
+            arrays["strength/w"], arrays["strength/b"] = np.zeros((R, H)), np.zeros(R)
         layer("output", self.ways, H + self.reads)
         return {k: Tensor(v.astype(dtype), requires_grad=True) for k, v in arrays.items()}
 
@@ -78,7 +85,8 @@ class MemoryNetwork:
                 alpha = F.linear(h, params["gate/w"], params["gate/b"])          # α_t, one per head
                 least = mem.least_used(usage, self.heads)                         # w^lu_{t−1}
                 M, w_w = mem.lrua_write(M, k, w_r, least, alpha)                  # clear, then write
-                w_r = mem.content_weights(k, M)                                   # w^r_t = softmax cos(k, M)
+                beta = exp(F.linear(h, params["strength/w"], params["strength/b"])) if self.key_strength else None
+                w_r = mem.content_weights(k, M, beta)                             # w^r_t = softmax β cos(k, M)
                 r = reshape(mem.read(w_r, M), (B, self.reads))                    # r_t = w^r_t M_t
                 with no_grad():                                                   # usage only feeds w^lu: zero derivative
                     usage = mem.usage_update(usage, w_r.detach(), w_w.detach(), self.gamma)
