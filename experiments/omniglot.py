@@ -130,8 +130,8 @@ from tinymeta.training import (ArgumentParser, CosineDecay, LinearDecay, SetIter
                                RunFolder, Training, UsageError, Validation,
                                describe_checkpoint, mean_ci, meta_test, resolve_checkpoint, run_config,
                                restore_learner, run_commands, draw_training_curves, summarize, write_json, CONVENTION)
-from tinymeta.training.config import (Config, ConfigError, Option, boolean, choice, non_negative_int,
-                                      positive_float, positive_int)
+from tinymeta.training.config import (Config, ConfigError, Option, boolean, choice, non_negative_float,
+                                      non_negative_int, positive_float, positive_int)
 
 ALGOS = ("maml", "fomaml", "reptile", "anil", "metasgd", "imaml", "protonet", "matchingnet",
          "matchingnet_fce", "relationnet", "siamese", "lstm_meta", "metanet")
@@ -206,6 +206,8 @@ OPTIONS = {
                                 "the data set's paper setting; ProtoNets always)"),
     "lam": Option(positive_float, "iMAML's proximal strength λ in (λ/2)‖φ − θ‖² (default 2)"),
     "cg_steps": Option(positive_int, "iMAML's conjugate-gradient steps for (I + H/λ)⁻¹ (default 5)"),
+    "cg_damping": Option(non_negative_float, "iMAML: CG solves (I + H/(λ + d)) x = ∇L, d = this; the "
+                                             "authors' code uses 10 (default 0, the paper's)"),
     "multi_step_loss": Option(non_negative_int, "MAML++: query losses of every inner step, weights "
                               "annealed to the last over N iterations (default 0: off)"),
     "per_step_lr": Option(boolean, "MAML++: learned step size per layer and inner step (default false)"),
@@ -279,6 +281,7 @@ def defaults(chosen):
     for k, off in MAMLPP.items():
         cfg.setdefault(k, off)
     cfg.setdefault("cg_steps", None)
+    cfg.setdefault("cg_damping", None)
     cfg.setdefault("test_ways", chosen.get("ways", cfg["ways"]))
     cfg.setdefault("test_query", chosen.get("query", cfg["query"]))
     return cfg
@@ -303,7 +306,7 @@ def check(cfg):
     if cfg["algo"] not in ("matchingnet", "matchingnet_fce"):
         unused.append("cosine_scale")
     if cfg["algo"] != "imaml":
-        unused += ["lam", "cg_steps"]
+        unused += ["lam", "cg_steps", "cg_damping"]
     for k in unused:
         if cfg.get(k) is not None:
             raise ConfigError(f"--{k.replace('_', '-')} does not apply to --algo {cfg['algo']}")
@@ -399,7 +402,7 @@ LEARNERS = {     # algo → (model, params, cfg, batched) → learner; the bench
                                                      adam_betas=REPTILE_ADAM_BETAS, batched=batched),
     "imaml": lambda m, p, c, batched=True: IMAML(m, p, F.cross_entropy, c["inner_lr"], c["inner_steps"],
                                                  lam=c["lam"], cg_steps=c["cg_steps"], optimizer=adam(c),
-                                                 batched=batched),
+                                                 batched=batched, cg_damping=c.get("cg_damping") or 0.0),
     "protonet": lambda m, p, c, batched=True: ProtoNet(m, p, optimizer=adam(c), batched=batched),
     "matchingnet": matching,
     "matchingnet_fce": matching,          # the same learner; the model (MODELS) adds the full context

@@ -85,8 +85,9 @@ def linear_regression_tasks(seed, tasks=3, n=10, d=4):
     return SimpleNamespace(support_x=xs(), support_y=ys(), query_x=xs(), query_y=ys())
 
 
-def closed_form_meta_gradient(theta, batch, lam):
-    """(1/T) Σᵢ λ(Hᵢ + λI)⁻¹ ∇Lᵢ(φ*ᵢ) for squared error of z = [w, b]: Hᵢ = (2/N)AᵢᵀAᵢ."""
+def closed_form_meta_gradient(theta, batch, lam, damping=0.0):
+    """(1/T) Σᵢ λ(Hᵢ + λI)⁻¹ ∇Lᵢ(φ*ᵢ) for squared error of z = [w, b]: Hᵢ = (2/N)AᵢᵀAᵢ; with
+    ``damping`` d, (1/T) Σᵢ (I + Hᵢ/(λ + d))⁻¹ ∇Lᵢ(φ*ᵢ)."""
     total = np.zeros_like(theta)
     T = len(batch.support_x)
     for t in range(T):
@@ -95,7 +96,7 @@ def closed_form_meta_gradient(theta, batch, lam):
         H = 2 / len(A) * A.T @ A
         phi = np.linalg.solve(H + lam * np.eye(len(theta)), 2 / len(A) * A.T @ batch.support_y[t][:, 0] + lam * theta)
         g = 2 / len(B) * B.T @ (B @ phi - batch.query_y[t][:, 0])
-        total += np.linalg.solve(np.eye(len(theta)) + H / lam, g) / T
+        total += np.linalg.solve(np.eye(len(theta)) + H / (lam + damping), g) / T
     return total
 
 
@@ -115,6 +116,19 @@ def test_quadratic_inner_loss_matches_closed_form(batched):
     theta = np.concatenate([host(params["w0"])[0], host(params["b0"])])
     analytic = np.concatenate([host(grads["w0"])[0], host(grads["b0"])])
     assert rel_err(analytic, closed_form_meta_gradient(theta, batch, lam)) <= CLOSED_FORM_RTOL
+
+
+def test_cg_damping_solves_the_damped_system():
+    """cg_damping d: (I + H/(λ + d))⁻¹ ∇L at the same φ* (the inner problem keeps λ)."""
+    model = MLP([4, 1], init_std=0.5)
+    params = model.init(np.random.default_rng(3), dtype=np.float64)
+    batch = linear_regression_tasks(4)
+    learner = IMAML(model, params, F.mse_loss, inner_lr=0.1, inner_steps=300, lam=2.0, cg_steps=5, cg_damping=10.0)
+    _, grads = learner.meta_gradients(batch)
+    theta = np.concatenate([host(params["w0"])[0], host(params["b0"])])
+    analytic = np.concatenate([host(grads["w0"])[0], host(grads["b0"])])
+    assert rel_err(analytic, closed_form_meta_gradient(theta, batch, 2.0, damping=10.0)) <= CLOSED_FORM_RTOL
+    assert rel_err(analytic, closed_form_meta_gradient(theta, batch, 2.0)) > 1e-3      # not the undamped one
 
 
 def test_too_few_cg_steps_are_not_the_closed_form():
@@ -199,3 +213,5 @@ def test_bad_hyperparameters_are_one_sentence():
     model = MLP([1, 1])
     with pytest.raises(ValueError, match="IMAML: needs"):
         IMAML(model, model.init(np.random.default_rng(0)), F.mse_loss, lam=0.0)
+    with pytest.raises(ValueError, match="cg_damping=-1"):
+        IMAML(model, model.init(np.random.default_rng(0)), F.mse_loss, cg_damping=-1.0)

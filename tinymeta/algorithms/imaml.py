@@ -15,6 +15,12 @@ of conjugate gradient whose matrix-vector products H v are ``autograd.hvp``. Mem
 of one gradient and one HVP, whatever the number of inner steps.
 
 At meta-test the same proximal descent adapts from θ (``evaluate``, ``adapt``).
+
+CG assumes I + H/λ positive definite, which H of a non-convex loss need not allow: on the
+Omniglot Conv4 with λ = 2, directions with pᵀ(I + H/λ)p < 0 turn up within 5 CG steps and a
+few tasks' solutions come out ten times the size of ∇L (docs/beyond_maml.md). ``cg_damping``
+d solves (I + H/(λ + d)) x = ∇L instead, positive definite while H ≻ −(λ + d)I; the
+authors' code uses d = 10 (its matrix, 2I + H/(λ + 10), also halves x). d = 0 is the paper's.
 """
 from autograd import Tensor, backend, grad, hvp
 from autograd.ops import sum as tsum
@@ -28,12 +34,12 @@ class IMAML(MetaLearner):
     splits_tasks = True          # the meta-loss is a mean of independent per-task losses
 
     def __init__(self, model, params, loss_fn, inner_lr=0.1, inner_steps=16, lam=2.0, cg_steps=5,
-                 optimizer=None, batched=True):
-        if inner_steps < 0 or cg_steps < 1 or not lam > 0:
-            raise ValueError(f"IMAML: needs inner_steps >= 0, cg_steps >= 1 and lam > 0, got "
-                             f"inner_steps={inner_steps}, cg_steps={cg_steps}, lam={lam}")
+                 optimizer=None, batched=True, cg_damping=0.0):
+        if inner_steps < 0 or cg_steps < 1 or not lam > 0 or not cg_damping >= 0:
+            raise ValueError(f"IMAML: needs inner_steps >= 0, cg_steps >= 1, lam > 0 and cg_damping >= 0, got "
+                             f"inner_steps={inner_steps}, cg_steps={cg_steps}, lam={lam}, cg_damping={cg_damping}")
         self.inner_lr, self.inner_steps = float(inner_lr), int(inner_steps)
-        self.lam, self.cg_steps = float(lam), int(cg_steps)
+        self.lam, self.cg_steps, self.cg_damping = float(lam), int(cg_steps), float(cg_damping)
         super().__init__(model, params, loss_fn, optimizer, batched)
 
     # --- the inner problem --------------------------------------------------------------
@@ -69,16 +75,17 @@ class IMAML(MetaLearner):
     # --- the implicit meta-gradient -----------------------------------------------------
     def implicit_gradient(self, fast, x, y, g):
         """x = (I + H/λ)⁻¹ g by CG, H the support loss's Hessian at φ (block-diagonal over
-        tasks, so one HVP serves them all)."""
+        tasks, so one HVP serves them all); with ``cg_damping`` d, (I + H/(λ + d))⁻¹ g."""
         names = list(fast)
         point = [fast[k].data for k in names]
+        lam = self.lam + self.cg_damping
 
         def loss_at(*leaves):
             return self.support_loss(dict(zip(names, leaves)), x, y, "adapt")
 
         def matvec(v):                                          # (I + H/λ) v
             _, hv = hvp(loss_at, point, v)
-            return [vi + h.data / self.lam for vi, h in zip(v, hv)]
+            return [vi + h.data / lam for vi, h in zip(v, hv)]
         return dict(zip(names, conjugate_gradient(matvec, g, self.cg_steps,
                                                   task_axis=self._has_task_axis(fast))))
 

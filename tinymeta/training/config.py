@@ -48,13 +48,27 @@ def _int(value):
         raise ValueError(f"expected an integer, got {value!r}") from None
 
 
-def positive_float(value):
+def _float(value):
     try:
         v = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"expected a number, got {value!r}") from None
-    if isinstance(value, bool) or not (v > 0 and math.isfinite(v)):
+    if isinstance(value, bool) or not math.isfinite(v):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return v
+
+
+def positive_float(value):
+    v = _float(value)
+    if not v > 0:
         raise ValueError(f"must be a positive finite number, got {value!r}")
+    return v
+
+
+def non_negative_float(value):
+    v = _float(value)
+    if v < 0:
+        raise ValueError(f"must be >= 0, got {value!r}")
     return v
 
 
