@@ -19,7 +19,7 @@ import pytest
 
 from autograd import backend, functional as F, grad
 from helpers import host
-from tinymeta.algorithms import IMAML, MAML
+from tinymeta.algorithms import IMAML
 from tinymeta.algorithms.cg import conjugate_gradient
 from tinymeta.models import MLP
 from tinymeta.tasks import SinusoidTasks
