@@ -5,6 +5,7 @@ label-offset episodes: configurations and the accuracy-by-instance figure.
     python -m experiments.mann --algo lstm --out runs/mann_lstm       # the LSTM baseline
     python -m experiments.mann evaluate runs/mann/best.npz            # accuracy by instance ± CI
     python -m experiments.mann figure runs/eval/A/evaluation.json runs/eval/B/evaluation.json --out fig.png
+    python -m experiments.mann reads runs/mann/best.npz               # where the reads go
 
 The paper's setting (Section 4.1 and Figure 2): episodes of 5 classes × 10 drawings = 50
 steps, labels shuffled per episode and given one step late, 20×20 images flattened, an LSTM
@@ -24,13 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
+from autograd import Tensor, backend, no_grad
 from tinymeta.algorithms import MANN, MemoryNetwork
+from tinymeta.algorithms.mann import by_instance, correct
 from tinymeta.data import load_splits
 from tinymeta.optim import Adam
-from tinymeta.tasks.sequences import SequenceSampler
+from tinymeta.tasks.sequences import SequenceSampler, previous_labels
 from tinymeta.training import (pyplot, draw_training_curves, ArgumentParser, RunFolder, Training, Validation,
                                describe_checkpoint, meta_test, mean_ci, resolve_checkpoint, run_config,
-                               restore_learner, run_commands, save_figure, summarize, write_json)
+                               restore_learner, run_commands, save_figure, summarize, UsageError, write_json)
 from tinymeta.training.config import (Config, ConfigError, Option, boolean, choice, non_negative_int, positive_float,
                                       positive_int)
 
@@ -209,6 +212,64 @@ def evaluate(args):
         return evaluation
 
 
+def reads_parser():
+    p = ArgumentParser(prog="python -m experiments.mann reads",
+                       description="Where a MANN's reads go: how peaked its read weights are, how much "
+                                   "of them lands on the slots written in the same step, the write gates, "
+                                   "and the accuracy with the reads cut from the output layer.")
+    p.add_argument("checkpoint", help="a MANN checkpoint (best.npz, checkpoint.npz) or a run folder")
+    p.add_argument("--tasks", type=positive_int, default=200, help="test episodes (default 200)")
+    p.add_argument("--seed", type=non_negative_int, default=EVAL_SEED, help=f"seed of the episodes (default {EVAL_SEED})")
+    p.add_argument("--data-dir", help="folder containing omniglot/ (default $TINYMETA_DATA)")
+    p.add_argument("--out", help="output folder for reads.json (default runs/eval/<checkpoint folder>-reads-<time>)")
+    return p
+
+
+def reads(args):
+    path = resolve_checkpoint(args.checkpoint)
+    cfg, meta, learner = restore_learner(path, CONFIG, build)
+    if cfg["algo"] != "mann":
+        raise UsageError(f"{path}: reads needs a MANN checkpoint, this one is --algo {cfg['algo']} (no memory)")
+    out = Path(args.out) if args.out else Path("runs") / "eval" / f"{path.parent.name}-reads-{time.strftime('%Y%m%d-%H%M%S')}"
+    with RunFolder(out, marker="reads.json", say=lambda m: None) as folder:
+        _train, _val, test, _fingerprint = load(cfg, args.data_dir)
+        batch = sampler(cfg, test, args.seed).sample_batch(args.tasks)
+        model, params, N = learner.model, learner.params, cfg["slots"]
+        trace = []
+        with no_grad():
+            x = Tensor.constant(np.asarray(batch.x, dtype=learner.dtype))
+            previous = Tensor.constant(previous_labels(batch.y, model.ways, np.dtype(learner.dtype)))
+            logits = model(params, x, previous, trace=trace)
+            w = backend.to_numpy(params["output/w"].data).copy()
+            w[:, model.hidden:] = 0                                        # the reads' columns of W_o
+            cut = model(dict(params, **{"output/w": Tensor.constant(backend.from_numpy(w))}), x, previous)
+        reads_w = np.stack([t["reads"] for t in trace], axis=1)          # (B, L, R, N)
+        written = np.stack([t["writes"] for t in trace], axis=1).sum(axis=2) > 0.1   # (B, L, N)
+        result = {
+            "checkpoint": str(path), "iteration": meta["iteration"], "tasks": args.tasks, "seed": args.seed,
+            "key_strength": bool(cfg.get("key_strength")),
+            "accuracy_by_instance": (100 * by_instance(correct(logits, batch.y), batch.instance).mean(axis=1)).tolist(),
+            "accuracy_by_instance_reads_cut_from_output":
+                (100 * by_instance(correct(cut, batch.y), batch.instance).mean(axis=1)).tolist(),
+            "largest_read_weight_mean": float(reads_w.max(axis=-1).mean()),
+            "uniform_read_weight": 1.0 / N,
+            "largest_read_weight_possible_without_key_strength": float(np.e / (np.e + (N - 1) / np.e)),
+            "read_mass_on_slots_written_this_step": float((reads_w * written[:, :, None, :]).sum(axis=-1).mean()),
+            "write_gate_mean_per_head": np.stack([t["gates"] for t in trace]).mean(axis=(0, 1)).tolist(),
+        }
+        write_json(folder / "reads.json", result)
+        print(f"{describe_checkpoint(path, meta)}, {args.tasks} test episodes:")
+        print(f"  largest read weight, mean {result['largest_read_weight_mean']:.4f} (uniform 1/N = {1 / N:.4f}; "
+              f"softmax of cosines caps it at {result['largest_read_weight_possible_without_key_strength']:.4f})")
+        print(f"  read mass on the slots written in the same step: {result['read_mass_on_slots_written_this_step']:.3f}")
+        print("  write gate σ(α) per head: " + " ".join(f"{g:.3f}" for g in result["write_gate_mean_per_head"]))
+        for name, key in (("accuracy by instance (%)", "accuracy_by_instance"),
+                          ("reads cut from the output", "accuracy_by_instance_reads_cut_from_output")):
+            print(f"  {name:26s} " + " ".join(f"{a:5.1f}" for a in result[key]))
+        print(f"(wrote {folder / 'reads.json'})", flush=True)
+        return result
+
+
 def figure(argv):
     p = ArgumentParser(prog="python -m experiments.mann figure",
                        description="Accuracy by instance of several evaluations in one figure.")
@@ -222,7 +283,8 @@ def figure(argv):
 def main(argv=None):
     return run_commands(argv, {"train": lambda a: train(train_parser().parse_args(a)),
                                "evaluate": lambda a: evaluate(evaluate_parser().parse_args(a)),
-                               "figure": figure})
+                               "figure": figure,
+                               "reads": lambda a: reads(reads_parser().parse_args(a))})
 
 
 if __name__ == "__main__":

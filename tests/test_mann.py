@@ -158,6 +158,12 @@ def test_the_experiment_trains_resumes_evaluates_and_draws(omniglot_data_dir, tm
     assert saved["checkpoint"] == str(out / "best.npz") and saved["best"]["iteration"] == saved["iteration"]
     assert len(saved["by_instance"]["mean"]) == 10 and saved["by_instance"]["tasks"] == 4
     assert result["config"]["slots"] == 6
+    seen = experiment.main(["reads", str(out), "--tasks", "3", "--data-dir", str(omniglot_data_dir),
+                            "--out", str(tmp_path / "reads")])
+    assert seen["uniform_read_weight"] == 1 / 6 < seen["largest_read_weight_mean"]
+    assert seen["largest_read_weight_mean"] <= seen["largest_read_weight_possible_without_key_strength"]
+    assert len(seen["accuracy_by_instance"]) == len(seen["accuracy_by_instance_reads_cut_from_output"]) == 10
+    assert json.loads((tmp_path / "reads" / "reads.json").read_text())["tasks"] == 3
     experiment.main(["figure", str(tmp_path / "eval" / "evaluation.json"), "--out", str(tmp_path / "f.png")])
     assert (tmp_path / "f.png").stat().st_size > 0
     with pytest.raises(SystemExit) as stop:

@@ -28,7 +28,7 @@ import numpy as np
 from autograd import Tensor, backend, grad, no_grad
 from autograd import functional as F
 from autograd.functional import memory as mem
-from autograd.ops import concatenate, exp, getitem, mean, reshape, stack, tanh
+from autograd.ops import concatenate, exp, getitem, mean, reshape, sigmoid, stack, tanh
 
 from ..tasks.sequences import previous_labels
 from .base import MetaLearner, as_tensor
@@ -66,7 +66,9 @@ class MemoryNetwork:
         layer("output", self.ways, H + self.reads)
         return {k: Tensor(v.astype(dtype), requires_grad=True) for k, v in arrays.items()}
 
-    def __call__(self, params, x, previous, mode="train"):
+    def __call__(self, params, x, previous, mode="train", trace=None):
+        """``trace``: a list that receives, at every step, the read and write weights w^r_t and
+        w^w_t (B, R, N) and the write gates σ(α_t) (B, R) as host arrays (for inspection)."""
         B, L, _ = x.shape
         xp, dtype = backend.xp, x.dtype
         controller = {k: params["controller/" + k] for k in ("w_ih", "w_hh", "b")}
@@ -90,6 +92,9 @@ class MemoryNetwork:
                 r = reshape(mem.read(w_r, M), (B, self.reads))                    # r_t = w^r_t M_t
                 with no_grad():                                                   # usage only feeds w^lu: zero derivative
                     usage = mem.usage_update(usage, w_r.detach(), w_w.detach(), self.gamma)
+                if trace is not None:
+                    trace.append({"reads": backend.to_numpy(w_r.data), "writes": backend.to_numpy(w_w.data),
+                                  "gates": backend.to_numpy(sigmoid(alpha).data)})
             features = concatenate([h, r], axis=-1) if self.memory else h
             logits.append(F.linear(features, params["output/w"], params["output/b"]))
         return stack(logits, axis=1)
