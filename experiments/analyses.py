@@ -3,6 +3,7 @@
     python -m experiments.analyses taylor [--out experiments/results/analyses]
     python -m experiments.analyses reuse --data-dir DATA [--checkpoint FILE] [--tasks 200]
     python -m experiments.analyses trainval [--iterations 3000]
+    python -m experiments.analyses imaml-cg --checkpoint RUN/best.npz --data-dir DATA [--tasks 64]
 
 ``taylor``: the Taylor expansion of Nichol, Achiam & Schulman (2018, §5.1). One task, a
 support loss L⁰ and a query loss L¹ on a tanh MLP (sinusoid, float64); at θ write
@@ -32,6 +33,11 @@ the query images, and the logits, before and after the full inner loop:
 
 (per task, averaged over tasks). CKA near 1 means the inner loop left that representation
 as it was, up to rotation and scale: the features are reused, not learned per task.
+
+``imaml-cg``: iMAML's conjugate gradient assumes A = I + H/λ positive definite; on an iMAML
+Omniglot checkpoint, for training tasks with the inner problem solved as in training, the
+curvature pᵀAp/pᵀp of each CG direction, and the size and residual of each task's solution,
+without and with the damping d of ``IMAML(cg_damping=d)`` (A = I + H/(λ + d)).
 
 ``trainval``: MAML on sinusoids trained with each task's query set equal to its support set
 ("train-train") against the usual disjoint query set ("train-val"), same tasks, same
@@ -252,6 +258,101 @@ def run_reuse(args, out):
     return result
 
 
+# --- iMAML's linear system (Omniglot) ------------------------------------------------------
+
+def task_norms(arrays):
+    """‖v‖ of each task over every array of v, float64: (T,)."""
+    return np.sqrt(sum((np.asarray(backend.to_numpy(a), np.float64).reshape(a.shape[0], -1) ** 2).sum(axis=1)
+                       for a in arrays))
+
+
+def cg_diagnosis(learner, batches, dampings):
+    """For each task of ``batches`` (the inner problem solved as in training) and each CG
+    damping d: the curvature pᵀAp/pᵀp of every CG direction for A = I + H/(λ + d), the size
+    ‖x‖/‖g‖ of the solution after ``learner.cg_steps`` steps, and its relative residual
+    ‖g − A x‖/‖g‖."""
+    found = {d: {"curvature": [], "size": [], "residual": []} for d in dampings}
+    for batch in batches:
+        xs, ys = learner.inputs(batch, "support")
+        xq, yq = learner.inputs(batch, "query")
+        fast = learner.solve_inner(learner.tasks_view(detached(learner.params), learner.n_tasks(batch)), xs, ys)
+        g = [gi.data for gi in grad(learner.query_loss(fast, xq, yq), list(fast.values()))]
+        names, point = list(fast), [fast[k].data for k in fast]
+
+        def loss_at(*leaves):
+            return learner.support_loss(dict(zip(names, leaves)), xs, ys, "adapt")
+        for d in dampings:
+            learner.cg_damping, trace = d, []
+            solved = learner.implicit_gradient(fast, xs, ys, g, trace=trace)
+            x = [solved[k] for k in names]
+            _, hx = hvp(loss_at, point, x)
+            residual = [gi - (xi + h.data / (learner.lam + d)) for gi, xi, h in zip(g, x, hx)]   # g − A x
+            found[d]["curvature"].append(np.stack([backend.to_numpy(c) for c in trace], axis=1))  # (T, steps)
+            found[d]["size"].append(task_norms(x) / task_norms(g))
+            found[d]["residual"].append(task_norms(residual) / task_norms(g))
+    out = {}
+    for d, f in found.items():
+        curvature = np.concatenate(f["curvature"])
+        size, residual = np.concatenate(f["size"]), np.concatenate(f["residual"])
+        out[str(d)] = {"tasks": int(len(size)),
+                       "share_with_nonpositive_curvature": float((curvature <= 0).any(axis=1).mean()),
+                       "share_nonpositive_by_step": (curvature <= 0).mean(axis=0).tolist(),
+                       "smallest_curvature": float(curvature.min()),
+                       "size_median": float(np.median(size)), "size_max": float(size.max()),
+                       "residual_median": float(np.median(residual)), "residual_max": float(residual.max()),
+                       "size_sorted": np.sort(size).tolist()}
+    return out
+
+
+def draw_cg(path, result):
+    plt = pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for d, r in result["dampings"].items():
+        steps = np.arange(1, len(r["share_nonpositive_by_step"]) + 1)
+        ax1.plot(steps, 100 * np.array(r["share_nonpositive_by_step"]), marker="o", label=f"d = {d}")
+        ax2.plot(np.linspace(0, 100, r["tasks"]), r["size_sorted"], label=f"d = {d}")
+    ax1.set_xlabel("CG step")
+    ax1.set_ylabel("tasks with pᵀAp ≤ 0 (%)")
+    ax1.set_title("negative curvature of A = I + H/(λ + d)")
+    ax2.set_yscale("log")
+    ax2.set_xlabel("tasks, sorted (%)")
+    ax2.set_ylabel("‖x‖ / ‖∇L_query‖ after CG")
+    ax2.set_title("size of each task's meta-gradient")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"iMAML on Omniglot, λ = {result['lam']}, {result['cg_steps']} CG steps, iteration "
+                 f"{result['iteration']}", fontsize=11)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)
+    plt.close(fig)
+
+
+def run_cg(args, out):
+    from experiments import omniglot
+    path = Path(args.checkpoint)
+    cfg, meta, learner = omniglot.restore(path)
+    if cfg["algo"] != "imaml":
+        raise UsageError(f"imaml-cg: checkpoint {path} is a {cfg['algo']} run, not iMAML")
+    train, _val, _test, _fingerprint = omniglot.load_split(cfg, args.data_dir)
+    tasks = omniglot.sampler(cfg, train, args.seed)
+    chunk = cfg["meta_batch"]
+    batches = [tasks.sample_batch(min(chunk, args.tasks - i)) for i in range(0, args.tasks, chunk)]
+    t0 = time.perf_counter()
+    result = {"checkpoint": str(path), "iteration": meta["iteration"], "lam": learner.lam,
+              "cg_steps": learner.cg_steps, "tasks": args.tasks, "seed": args.seed,
+              "dampings": cg_diagnosis(learner, batches, args.dampings)}
+    result["seconds"] = time.perf_counter() - t0
+    write_json(out / "imaml_cg.json", result)
+    draw_cg(out / "imaml_cg.png", result)
+    for d, r in result["dampings"].items():
+        print(f"d = {d}: {100 * r['share_with_nonpositive_curvature']:.0f}% of {r['tasks']} tasks meet pᵀAp ≤ 0; "
+              f"‖x‖/‖g‖ median {r['size_median']:.2f}, max {r['size_max']:.2f}; relative residual median "
+              f"{r['residual_median']:.2f}, max {r['residual_max']:.2f}")
+    print(f"(wrote {out / 'imaml_cg.json'})")
+    return result
+
+
 # --- train-train vs train-val (sinusoid) ---------------------------------------------------
 
 VARIANTS = ("train-val", "train-train")
@@ -347,13 +448,15 @@ def main(argv=None):
     def run(argv):
         p = ArgumentParser(prog="python -m experiments.analyses", description="Analyses of MAML, each "
                            "with a figure and JSON.")
-        p.add_argument("analysis", choices=["taylor", "reuse", "trainval"])
+        p.add_argument("analysis", choices=["taylor", "reuse", "trainval", "imaml-cg"])
         p.add_argument("--out", default="runs/analyses")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--points", type=positive_int, default=7, help="taylor: step sizes α₀·2^-j, j < points")
-        p.add_argument("--checkpoint", default=str(CHECKPOINT), help="reuse: a MAML Omniglot checkpoint")
+        p.add_argument("--checkpoint", default=str(CHECKPOINT), help="reuse: a MAML Omniglot checkpoint; "
+                       "imaml-cg: an iMAML one")
+        p.add_argument("--dampings", type=float, nargs="+", default=[0.0, 10.0], help="imaml-cg: CG dampings d")
         p.add_argument("--data-dir", default=None, help="reuse: the folder that holds omniglot/")
-        p.add_argument("--tasks", type=positive_int, default=200, help="reuse: test tasks")
+        p.add_argument("--tasks", type=positive_int, default=200, help="reuse: test tasks; imaml-cg: training tasks")
         p.add_argument("--steps", type=positive_int, default=3, help="reuse: inner steps at meta-test")
         p.add_argument("--query", type=positive_int, default=None,
                        help="reuse: query images per class for accuracy (default: the checkpoint's)")
@@ -367,6 +470,8 @@ def main(argv=None):
             return run_reuse(args, out)
         if args.analysis == "trainval":
             return run_trainval(args, out)
+        if args.analysis == "imaml-cg":
+            return run_cg(args, out)
         t0 = time.perf_counter()
         result = taylor(0.02 * 0.5 ** np.arange(args.points), seed=args.seed)
         result["seconds"] = time.perf_counter() - t0

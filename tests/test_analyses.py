@@ -161,6 +161,36 @@ def test_feature_reuse_reports_every_setting_on_the_same_tasks():
     assert all(0 < c["mean"] <= 1 + 1e-12 for c in result["cka"].values())
 
 
+# --- iMAML's linear system -----------------------------------------------------------------------
+
+def test_cg_diagnosis_measures_the_curvature_size_and_residual_of_each_task():
+    from autograd import grad, hvp
+    from tinymeta.algorithms import IMAML
+    from tinymeta.parameters import detached
+    maml, batch = conv_learner()
+    learner = IMAML(maml.model, maml.params, F.cross_entropy, inner_lr=0.1, inner_steps=3, lam=2.0, cg_steps=2)
+    result = analyses.cg_diagnosis(learner, [batch], [0.0, 1e9])
+    assert set(result) == {"0.0", "1000000000.0"} and result["0.0"]["tasks"] == 2
+    nearly_identity = result["1000000000.0"]                       # A = I + H/(λ + d) → I
+    assert nearly_identity["size_median"] == pytest.approx(1.0, abs=1e-6)
+    assert nearly_identity["residual_max"] < 1e-6
+    assert nearly_identity["share_with_nonpositive_curvature"] == 0.0
+    # the first direction is ∇L_query itself: its curvature is 1 + gᵀHg / (λ gᵀg), task by task
+    xs, ys = learner.inputs(batch, "support")
+    xq, yq = learner.inputs(batch, "query")
+    fast = learner.solve_inner(learner.tasks_view(detached(learner.params), 2), xs, ys)
+    g = [gi.data for gi in grad(learner.query_loss(fast, xq, yq), list(fast.values()))]
+    names = list(fast)
+    _, hg = hvp(lambda *leaves: learner.support_loss(dict(zip(names, leaves)), xs, ys, "adapt"),
+                [fast[k].data for k in names], g)
+    gHg = sum((a * h.data).reshape(2, -1).sum(axis=1) for a, h in zip(g, hg))
+    gg = sum((a * a).reshape(2, -1).sum(axis=1) for a in g)
+    learner.cg_damping, trace = 0.0, []
+    learner.implicit_gradient(fast, xs, ys, g, trace=trace)
+    np.testing.assert_allclose(host(trace[0]), 1 + gHg / (2.0 * gg), rtol=1e-10)
+    assert result["0.0"]["smallest_curvature"] <= float(np.min(1 + gHg / (2.0 * gg))) + 1e-12
+
+
 # --- train-train vs train-val -----------------------------------------------------------------
 
 def tiny_sinusoid_config():

@@ -56,6 +56,23 @@ def test_cg_one_step_is_steepest_descent():
     assert rel_err(x, (b @ b) / (b @ A @ b) * b) <= 1e-12
 
 
+def test_cg_trace_records_each_directions_curvature():
+    """pᵀAp/pᵀp of every direction: the first is b's Rayleigh quotient; an indefinite A shows
+    a negative one (the directions are A-conjugate, so they span A's negative eigenvector)."""
+    rng = np.random.default_rng(2)
+    A, b = spd(rng, 5), rng.standard_normal(5)
+    trace = []
+    conjugate_gradient(lambda v: [backend.from_numpy(A) @ v[0]], [backend.from_numpy(b)], steps=3, trace=trace)
+    assert len(trace) == 3 and all(host(c).shape == (1,) and host(c)[0] > 0 for c in trace)
+    assert host(trace[0])[0] == pytest.approx(b @ A @ b / (b @ b), rel=1e-12)
+    Q = np.linalg.qr(rng.standard_normal((5, 5)))[0]
+    indefinite = Q @ np.diag([-3.0, 1.0, 2.0, 4.0, 5.0]) @ Q.T
+    trace = []
+    conjugate_gradient(lambda v: [backend.from_numpy(indefinite) @ v[0]], [backend.from_numpy(b)], steps=5,
+                       trace=trace)
+    assert min(host(c)[0] for c in trace) < 0
+
+
 def test_cg_task_axis_solves_each_task_alone():
     """Three systems at once, split over two arrays, equal each solved separately: each
     task keeps its own α and β (a shared α would differ after one step)."""

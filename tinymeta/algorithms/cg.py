@@ -25,14 +25,15 @@ def safe(d):
     return backend.xp.where(d == 0, 1, d)
 
 
-def conjugate_gradient(matvec, b, steps, task_axis=False):
+def conjugate_gradient(matvec, b, steps, task_axis=False, trace=None):
     """x ≈ A⁻¹ b after ``steps`` CG iterations from x₀ = 0; ``matvec`` maps a list of arrays
-    v to the list A v."""
+    v to the list A v. ``trace``: a list that receives, at every step, the curvature
+    pᵀAp / pᵀp of the search direction, per task (T,): positive for A positive definite."""
     if steps < 0:
         raise ValueError(f"conjugate_gradient: steps must be >= 0, got {steps}")
     if not task_axis:                                               # one system: a task axis of 1
         one = conjugate_gradient(lambda v: [a[None] for a in matvec([vi[0] for vi in v])],
-                                 [bi[None] for bi in b], steps, task_axis=True)
+                                 [bi[None] for bi in b], steps, task_axis=True, trace=trace)
         return [xi[0] for xi in one]
     x = [backend.xp.zeros_like(bi) for bi in b]
     r = [bi.copy() for bi in b]                                     # r₀ = b − A x₀ = b
@@ -40,7 +41,10 @@ def conjugate_gradient(matvec, b, steps, task_axis=False):
     rr = task_dot(r, r)
     for _ in range(steps):
         Ap = matvec(p)
-        alpha = rr / safe(task_dot(p, Ap))                          # α = rᵀr / pᵀAp
+        pAp = task_dot(p, Ap)
+        if trace is not None:
+            trace.append(pAp / safe(task_dot(p, p)))
+        alpha = rr / safe(pAp)                                      # α = rᵀr / pᵀAp
         x = [xi + scale(alpha, pi) for xi, pi in zip(x, p)]         # x ← x + α p
         r = [ri - scale(alpha, api) for ri, api in zip(r, Ap)]      # r ← r − α A p
         rr_new = task_dot(r, r)

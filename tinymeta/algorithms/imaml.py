@@ -73,7 +73,7 @@ class IMAML(MetaLearner):
         return fast
 
     # --- the implicit meta-gradient -----------------------------------------------------
-    def implicit_gradient(self, fast, x, y, g):
+    def implicit_gradient(self, fast, x, y, g, trace=None):
         """x = (I + H/λ)⁻¹ g by CG, H the support loss's Hessian at φ (block-diagonal over
         tasks, so one HVP serves them all); with ``cg_damping`` d, (I + H/(λ + d))⁻¹ g."""
         names = list(fast)
@@ -86,8 +86,8 @@ class IMAML(MetaLearner):
         def matvec(v):                                          # (I + H/λ) v
             _, hv = hvp(loss_at, point, v)
             return [vi + h.data / lam for vi, h in zip(v, hv)]
-        return dict(zip(names, conjugate_gradient(matvec, g, self.cg_steps,
-                                                  task_axis=self._has_task_axis(fast))))
+        return dict(zip(names, conjugate_gradient(matvec, g, self.cg_steps, task_axis=self._has_task_axis(fast),
+                                                  trace=trace)))
 
     def meta_gradients(self, batch):
         """(mean query loss at φ*, {name: Σᵢ (I + H/λ)⁻¹ ∇φ Lᵢ(φ*) / T})."""
