@@ -267,20 +267,28 @@ def task_norms(arrays):
 
 
 def cg_diagnosis(learner, batches, dampings):
-    """For each task of ``batches`` (the inner problem solved as in training) and each CG
-    damping d: the curvature pᵀAp/pᵀp of every CG direction for A = I + H/(λ + d), the size
-    ‖x‖/‖g‖ of the solution after ``learner.cg_steps`` steps, and its relative residual
+    """For each task of ``batches`` (the inner problem solved as in training): how far φ is
+    from stationary, ‖∇L̂(φ) + λ(φ − θ)‖/‖∇L̂(θ)‖ (the implicit gradient assumes 0); and for
+    each CG damping d, the curvature pᵀAp/pᵀp of every CG direction for A = I + H/(λ + d), the
+    size ‖x‖/‖g‖ of the solution after ``learner.cg_steps`` steps, and its relative residual
     ‖g − A x‖/‖g‖."""
     found = {d: {"curvature": [], "size": [], "residual": []} for d in dampings}
+    stationarity = []
     for batch in batches:
         xs, ys = learner.inputs(batch, "support")
         xq, yq = learner.inputs(batch, "query")
-        fast = learner.solve_inner(learner.tasks_view(detached(learner.params), learner.n_tasks(batch)), xs, ys)
+        theta = learner.tasks_view(detached(learner.params), learner.n_tasks(batch))
+        fast = learner.solve_inner(theta, xs, ys)
         g = [gi.data for gi in grad(learner.query_loss(fast, xq, yq), list(fast.values()))]
         names, point = list(fast), [fast[k].data for k in fast]
 
         def loss_at(*leaves):
             return learner.support_loss(dict(zip(names, leaves)), xs, ys, "adapt")
+        start = detached(theta)
+        g_theta = [gi.data for gi in grad(learner.support_loss(start, xs, ys, "adapt"), [start[k] for k in names])]
+        g_phi = [gi.data for gi in grad(learner.support_loss(fast, xs, ys, "adapt"), [fast[k] for k in names])]
+        left = [gp + learner.lam * (fast[k].data - theta[k].data) for gp, k in zip(g_phi, names)]
+        stationarity.append(task_norms(left) / task_norms(g_theta))   # ‖∇L̂(φ) + λ(φ − θ)‖ / ‖∇L̂(θ)‖
         for d in dampings:
             learner.cg_damping, trace = d, []
             solved = learner.implicit_gradient(fast, xs, ys, g, trace=trace)
@@ -290,6 +298,7 @@ def cg_diagnosis(learner, batches, dampings):
             found[d]["curvature"].append(np.stack([backend.to_numpy(c) for c in trace], axis=1))  # (T, steps)
             found[d]["size"].append(task_norms(x) / task_norms(g))
             found[d]["residual"].append(task_norms(residual) / task_norms(g))
+    stationarity = np.concatenate(stationarity)
     out = {}
     for d, f in found.items():
         curvature = np.concatenate(f["curvature"])
@@ -301,7 +310,9 @@ def cg_diagnosis(learner, batches, dampings):
                        "size_median": float(np.median(size)), "size_max": float(size.max()),
                        "residual_median": float(np.median(residual)), "residual_max": float(residual.max()),
                        "size_sorted": np.sort(size).tolist()}
-    return out
+    return {"inner_stationarity": {"median": float(np.median(stationarity)), "max": float(stationarity.max()),
+                                   "sorted": np.sort(stationarity).tolist()},
+            "dampings": out}
 
 
 def draw_cg(path, result):
@@ -341,7 +352,7 @@ def run_cg(args, out):
     t0 = time.perf_counter()
     result = {"checkpoint": str(path), "iteration": meta["iteration"], "lam": learner.lam,
               "cg_steps": learner.cg_steps, "tasks": args.tasks, "seed": args.seed,
-              "dampings": cg_diagnosis(learner, batches, args.dampings)}
+              **cg_diagnosis(learner, batches, args.dampings)}
     result["seconds"] = time.perf_counter() - t0
     write_json(out / "imaml_cg.json", result)
     draw_cg(out / "imaml_cg.png", result)
@@ -349,6 +360,9 @@ def run_cg(args, out):
         print(f"d = {d}: {100 * r['share_with_nonpositive_curvature']:.0f}% of {r['tasks']} tasks meet pᵀAp ≤ 0; "
               f"‖x‖/‖g‖ median {r['size_median']:.2f}, max {r['size_max']:.2f}; relative residual median "
               f"{r['residual_median']:.2f}, max {r['residual_max']:.2f}")
+    st = result["inner_stationarity"]
+    print(f"inner problem after {learner.inner_steps} steps: ‖∇L̂(φ) + λ(φ − θ)‖ / ‖∇L̂(θ)‖ median "
+          f"{st['median']:.2f}, max {st['max']:.2f} (0 at the minimum the implicit gradient assumes)")
     print(f"(wrote {out / 'imaml_cg.json'})")
     return result
 

@@ -22,7 +22,7 @@ import pytest
 from autograd import functional as F
 from experiments import analyses, configs, sinusoid
 from tinymeta.algorithms import ANIL, MAML
-from tinymeta.models import Conv4
+from tinymeta.models import MLP, Conv4
 from tinymeta.tasks import EpisodeSampler
 from helpers import host
 
@@ -169,8 +169,15 @@ def test_cg_diagnosis_measures_the_curvature_size_and_residual_of_each_task():
     from tinymeta.parameters import detached
     maml, batch = conv_learner()
     learner = IMAML(maml.model, maml.params, F.cross_entropy, inner_lr=0.1, inner_steps=3, lam=2.0, cg_steps=2)
-    result = analyses.cg_diagnosis(learner, [batch], [0.0, 1e9])
+    found = analyses.cg_diagnosis(learner, [batch], [0.0, 1e9])
+    result = found["dampings"]
     assert set(result) == {"0.0", "1000000000.0"} and result["0.0"]["tasks"] == 2
+    assert 0 < found["inner_stationarity"]["median"] < 1                # 3 steps: closer, not there
+    from test_imaml import linear_regression_tasks                    # a quadratic inner problem, solved
+    line = MLP([4, 1], init_std=0.5)
+    solved = IMAML(line, line.init(np.random.default_rng(3), dtype=np.float64), F.mse_loss, inner_lr=0.1,
+                   inner_steps=300, lam=2.0, cg_steps=5)
+    assert analyses.cg_diagnosis(solved, [linear_regression_tasks(4)], [0.0])["inner_stationarity"]["max"] < 1e-10
     nearly_identity = result["1000000000.0"]                       # A = I + H/(λ + d) → I
     assert nearly_identity["size_median"] == pytest.approx(1.0, abs=1e-6)
     assert nearly_identity["residual_max"] < 1e-6
