@@ -179,19 +179,30 @@ def train(args):
 def evaluate_parser():
     p = ArgumentParser(prog="python -m experiments.mann evaluate",
                        description="Accuracy by instance (± 95% CI) of a checkpoint on test-class episodes.")
+    return checkpoint_arguments(p, tasks=1000, kind="")
+
+
+def checkpoint_arguments(p, tasks, kind):
+    """The arguments of the commands that read a checkpoint and test it on episodes."""
     p.add_argument("checkpoint", help="a checkpoint written by training (best.npz, checkpoint.npz), "
                                       "or a run folder: its best.npz, else its checkpoint.npz")
-    p.add_argument("--tasks", type=positive_int, default=1000, help="test episodes (default 1000)")
+    p.add_argument("--tasks", type=positive_int, default=tasks, help=f"test episodes (default {tasks})")
     p.add_argument("--seed", type=non_negative_int, default=EVAL_SEED, help=f"seed of the test episodes (default {EVAL_SEED})")
     p.add_argument("--data-dir", help="folder containing omniglot/ (default $TINYMETA_DATA)")
-    p.add_argument("--out", help="output folder (default runs/eval/<checkpoint folder>-<time>)")
+    p.add_argument("--out", help=f"output folder (default runs/eval/<checkpoint folder>{kind}-<time>)")
     return p
 
 
-def evaluate(args):
+def open_checkpoint(args, kind):
+    """(path, cfg, meta, learner, output folder) of a checkpoint command."""
     path = resolve_checkpoint(args.checkpoint)
     cfg, meta, learner = restore_learner(path, CONFIG, build)
-    out = Path(args.out) if args.out else Path("runs") / "eval" / f"{path.parent.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(args.out) if args.out else Path("runs") / "eval" / f"{path.parent.name}{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return path, cfg, meta, learner, out
+
+
+def evaluate(args):
+    path, cfg, meta, learner, out = open_checkpoint(args, "")
     with RunFolder(out, marker="evaluation.json", say=lambda m: None) as folder:
         _train, _val, test, fingerprint = load(cfg, args.data_dir)
         t0 = time.perf_counter()
@@ -217,20 +228,13 @@ def reads_parser():
                        description="Where a MANN's reads go: how peaked its read weights are, how much "
                                    "of them lands on the slots written in the same step, the write gates, "
                                    "and the accuracy with the reads cut from the output layer.")
-    p.add_argument("checkpoint", help="a MANN checkpoint (best.npz, checkpoint.npz) or a run folder")
-    p.add_argument("--tasks", type=positive_int, default=200, help="test episodes (default 200)")
-    p.add_argument("--seed", type=non_negative_int, default=EVAL_SEED, help=f"seed of the episodes (default {EVAL_SEED})")
-    p.add_argument("--data-dir", help="folder containing omniglot/ (default $TINYMETA_DATA)")
-    p.add_argument("--out", help="output folder for reads.json (default runs/eval/<checkpoint folder>-reads-<time>)")
-    return p
+    return checkpoint_arguments(p, tasks=200, kind="-reads")
 
 
 def reads(args):
-    path = resolve_checkpoint(args.checkpoint)
-    cfg, meta, learner = restore_learner(path, CONFIG, build)
+    path, cfg, meta, learner, out = open_checkpoint(args, "-reads")
     if cfg["algo"] != "mann":
         raise UsageError(f"{path}: reads needs a MANN checkpoint, this one is --algo {cfg['algo']} (no memory)")
-    out = Path(args.out) if args.out else Path("runs") / "eval" / f"{path.parent.name}-reads-{time.strftime('%Y%m%d-%H%M%S')}"
     with RunFolder(out, marker="reads.json", say=lambda m: None) as folder:
         _train, _val, test, _fingerprint = load(cfg, args.data_dir)
         batch = sampler(cfg, test, args.seed).sample_batch(args.tasks)
