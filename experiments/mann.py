@@ -30,7 +30,7 @@ from tinymeta.algorithms import MANN, MemoryNetwork
 from tinymeta.algorithms.mann import by_instance, correct
 from tinymeta.data import load_splits
 from tinymeta.optim import Adam
-from tinymeta.tasks.sequences import SequenceSampler, previous_labels
+from tinymeta.tasks.sequences import SequenceSampler
 from tinymeta.training import (pyplot, draw_training_curves, ArgumentParser, RunFolder, Training, Validation,
                                describe_checkpoint, meta_test, mean_ci, resolve_checkpoint, run_config,
                                restore_learner, run_commands, save_figure, summarize, UsageError, write_json)
@@ -241,12 +241,10 @@ def reads(args):
         model, params, N = learner.model, learner.params, cfg["slots"]
         trace = []
         with no_grad():
-            x = Tensor.constant(np.asarray(batch.x, dtype=learner.dtype))
-            previous = Tensor.constant(previous_labels(batch.y, model.ways, np.dtype(learner.dtype)))
-            logits = model(params, x, previous, trace=trace)
+            logits = learner.logits(params, batch, "test", trace=trace)
             w = backend.to_numpy(params["output/w"].data).copy()
             w[:, model.hidden:] = 0                                        # the reads' columns of W_o
-            cut = model(dict(params, **{"output/w": Tensor.constant(backend.from_numpy(w))}), x, previous)
+            cut = learner.logits(dict(params, **{"output/w": Tensor.constant(backend.from_numpy(w))}), batch, "test")
         reads_w = np.stack([t["reads"] for t in trace], axis=1)          # (B, L, R, N)
         written = np.stack([t["writes"] for t in trace], axis=1).sum(axis=2) > 0.1   # (B, L, N)
         result = {

@@ -190,8 +190,8 @@ def test_cg_diagnosis_measures_the_curvature_size_and_residual_of_each_task():
     names = list(fast)
     _, hg = hvp(lambda *leaves: learner.support_loss(dict(zip(names, leaves)), xs, ys, "adapt"),
                 [fast[k].data for k in names], g)
-    gHg = sum((a * h.data).reshape(2, -1).sum(axis=1) for a, h in zip(g, hg))
-    gg = sum((a * a).reshape(2, -1).sum(axis=1) for a in g)
+    gHg = host(sum((a * h.data).reshape(2, -1).sum(axis=1) for a, h in zip(g, hg)))
+    gg = host(sum((a * a).reshape(2, -1).sum(axis=1) for a in g))
     learner.cg_damping, trace = 0.0, []
     learner.implicit_gradient(fast, xs, ys, g, trace=trace)
     np.testing.assert_allclose(host(trace[0]), 1 + gHg / (2.0 * gg), rtol=1e-10)

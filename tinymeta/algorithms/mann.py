@@ -114,10 +114,10 @@ class MANN(MetaLearner):
     def __init__(self, model, params, loss_fn=F.cross_entropy, optimizer=None):
         super().__init__(model, params, loss_fn, optimizer, batched=True)
 
-    def logits(self, params, batch, mode):
+    def logits(self, params, batch, mode, trace=None):
         x = as_tensor(batch.x, self.dtype)
         previous = as_tensor(previous_labels(batch.y, self.model.ways, np.dtype(self.dtype)), self.dtype)
-        return self.model(params, x, previous, mode=mode)
+        return self.model(params, x, previous, mode=mode, trace=trace)
 
     def meta_gradients(self, batch):
         """(mean cross-entropy of every step of every episode, its gradient)."""
