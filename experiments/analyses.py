@@ -3,6 +3,7 @@
     python -m experiments.analyses taylor [--out experiments/results/analyses]
     python -m experiments.analyses reuse --data-dir DATA [--checkpoint FILE] [--tasks 200]
     python -m experiments.analyses trainval [--iterations 3000]
+    python -m experiments.analyses trainval-omniglot --data-dir DATA [--iterations 1000] [--tasks 600]
     python -m experiments.analyses imaml-cg --checkpoint RUN/best.npz --data-dir DATA [--tasks 64]
 
 ``taylor``: the Taylor expansion of Nichol, Achiam & Schulman (2018, §5.1). One task, a
@@ -42,7 +43,10 @@ without and with the damping d of ``IMAML(cg_damping=d)`` (A = I + H/(λ + d)).
 ``trainval``: MAML on sinusoids trained with each task's query set equal to its support set
 ("train-train") against the usual disjoint query set ("train-val"), same tasks, same
 initial weights, same iterations, both evaluated on the held-out protocol of
-``experiments.sinusoid`` (``HeldOutTasks``: 100 evenly spaced query points).
+``experiments.sinusoid`` (``HeldOutTasks``: 100 evenly spaced query points). ``trainval-omniglot``:
+the same on Omniglot 5-way 1-shot (MAML, one query per class in training as in the MAML code,
+so train-train's query set is the 5 support images), both tested on the same test tasks with
+15 disjoint queries per class.
 """
 import dataclasses
 import time
@@ -438,6 +442,71 @@ def draw_trainval(path, result, cfg):
     plt.close(fig)
 
 
+def trainval_omniglot(cfg, runs, data_dir, n_tasks, say=None):
+    """The same comparison on Omniglot: MAML trained with each task's query set equal to its
+    support set and with the usual disjoint one (same weights, same training tasks), both
+    tested on the same ``n_tasks`` test tasks with disjoint queries. {variant: {"accuracy":
+    ``summarize`` by meta-test step (%), "train_seconds"}, "paired_difference": ``summarize`` of
+    train-train − train-val per test task (%)}."""
+    from experiments import omniglot, sinusoid
+    train, _val, test, _fingerprint = omniglot.load_split(cfg, data_dir)
+    result, accuracy = {}, {}
+    for variant in VARIANTS:
+        learner = omniglot.build(cfg)
+        tasks = omniglot.sampler(cfg, train, [cfg["seed"], 1])
+        if variant == "train-train":
+            tasks = sinusoid.Transformed(tasks, support_as_query)
+        folder = Path(runs) / variant
+        folder.mkdir(parents=True, exist_ok=True)
+        training = Training(learner, tasks, cfg["meta_batch"], cfg["iterations"], folder, cfg,
+                            label=f"omniglot {variant}", checkpoint_every=cfg["checkpoint_every"], say=say)
+        training.restore()
+        summary = training.run()
+        found = meta_test(learner, omniglot.sampler(cfg, test, omniglot.EVAL_SEED, test=True), n_tasks,
+                          cfg["eval_steps"], omniglot.task_chunk(cfg))
+        accuracy[variant] = 100.0 * found["accuracy"]
+        result[variant] = {"accuracy": summarize(accuracy[variant]), "train_seconds": summary["train_seconds_total"]}
+    result["paired_difference"] = summarize(accuracy["train-train"] - accuracy["train-val"])
+    return result
+
+
+def draw_trainval_omniglot(path, result, cfg):
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for variant, color in zip(VARIANTS, ("tab:red", "tab:green")):
+        s = result[variant]["accuracy"]
+        m, ci = np.array(s["mean"]), np.array(s["ci95"])
+        ax.errorbar(np.arange(len(m)), m, yerr=ci, marker="o", capsize=3, color=color, label=variant)
+    ax.set_xlabel("inner steps at meta-test")
+    ax.set_ylabel(f"test accuracy (%), {result['train-val']['accuracy']['tasks']} tasks, 95% CI")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(f"MAML, Omniglot {cfg['ways']}-way {cfg['shots']}-shot, {cfg['iterations']} iterations")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)
+    plt.close(fig)
+
+
+def run_trainval_omniglot(args, out):
+    from experiments import omniglot
+    cfg = omniglot.CONFIG.complete({"algo": "maml", "ways": 5, "shots": 1, "query": 1, "meta_batch": args.meta_batch,
+                                    "iterations": args.iterations, "seed": args.seed, "val_tasks": 0,
+                                    "checkpoint_every": min(args.iterations, 100), "test_query": 15})
+    t0 = time.perf_counter()
+    result = {"config": cfg, "variants": trainval_omniglot(cfg, args.runs, args.data_dir, args.tasks, say=print),
+              "evaluation": f"{args.tasks} test tasks (seed {omniglot.EVAL_SEED}), {cfg['test_query']} "
+                            f"queries per class, {cfg['eval_steps']} inner steps"}
+    result["seconds"] = time.perf_counter() - t0
+    write_json(out / "trainval_omniglot.json", result)
+    draw_trainval_omniglot(out / "trainval_omniglot.png", result["variants"], cfg)
+    for variant in VARIANTS + ("paired_difference",):
+        a = result["variants"][variant] if variant == "paired_difference" else result["variants"][variant]["accuracy"]
+        print(f"{variant}: accuracy after 0..{cfg['eval_steps']} steps " +
+              ", ".join(f"{m:.2f} ± {c:.2f}" for m, c in zip(a["mean"], a["ci95"])))
+    print(f"wrote {out / 'trainval_omniglot.json'}")
+    return result
+
+
 def run_trainval(args, out):
     from experiments import configs, sinusoid
     cfg = {**configs.load(sinusoid.RECIPE), "iterations": args.iterations, "seed": args.seed, "methods": ["maml"],
@@ -462,7 +531,7 @@ def main(argv=None):
     def run(argv):
         p = ArgumentParser(prog="python -m experiments.analyses", description="Analyses of MAML, each "
                            "with a figure and JSON.")
-        p.add_argument("analysis", choices=["taylor", "reuse", "trainval", "imaml-cg"])
+        p.add_argument("analysis", choices=["taylor", "reuse", "trainval", "trainval-omniglot", "imaml-cg"])
         p.add_argument("--out", default="runs/analyses")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--points", type=positive_int, default=7, help="taylor: step sizes α₀·2^-j, j < points")
@@ -477,6 +546,7 @@ def main(argv=None):
         p.add_argument("--cka-query", type=positive_int, default=15, help="reuse: query images per class for CKA")
         p.add_argument("--iterations", type=positive_int, default=3000, help="trainval: meta-iterations each")
         p.add_argument("--runs", default="runs/analyses/trainval", help="trainval: the two training runs' folder")
+        p.add_argument("--meta-batch", type=positive_int, default=32, help="trainval-omniglot: tasks per iteration")
         args = p.parse_args(argv)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -486,6 +556,8 @@ def main(argv=None):
             return run_trainval(args, out)
         if args.analysis == "imaml-cg":
             return run_cg(args, out)
+        if args.analysis == "trainval-omniglot":
+            return run_trainval_omniglot(args, out)
         t0 = time.perf_counter()
         result = taylor(0.02 * 0.5 ** np.arange(args.points), seed=args.seed)
         result["seconds"] = time.perf_counter() - t0

@@ -233,3 +233,31 @@ def test_train_train_batches_have_query_equal_to_support(tmp_path, monkeypatch):
     for shots in ("K10", "K5"):                           # paired on the same held-out tasks
         want = np.subtract(result["train-train"][shots]["mean"], result["train-val"][shots]["mean"])
         np.testing.assert_allclose(result["paired_difference"][shots]["mean"], want, atol=1e-9)
+
+
+def test_train_train_on_omniglot_trains_on_the_support_set_and_tests_both_on_the_same_tasks(
+        omniglot_data_dir, tmp_path, monkeypatch):
+    from experiments import omniglot
+    cfg = omniglot.CONFIG.complete({"algo": "maml", "ways": 5, "shots": 1, "query": 1, "meta_batch": 2,
+                                    "iterations": 2, "seed": 0, "val_tasks": 0, "checkpoint_every": 2,
+                                    "test_query": 2, "filters": 8})
+    seen, build = [], omniglot.build
+
+    def spy(cfg):
+        learner = build(cfg)
+        step = learner.step
+
+        def recorded(batch):
+            seen.append((np.array_equal(host(batch.support_x), host(batch.query_x)), host(batch.support_x).copy()))
+            return step(batch)
+        learner.step = recorded
+        return learner
+    monkeypatch.setattr(omniglot, "build", spy)
+    result = analyses.trainval_omniglot(cfg, tmp_path, omniglot_data_dir, n_tasks=4)
+    assert [same for same, _ in seen] == [False, False, True, True]         # train-val, then train-train
+    for (_, a), (_, b) in zip(seen[:2], seen[2:]):
+        np.testing.assert_array_equal(a, b)                                   # the same support sets
+    tt, tv = result["train-train"]["accuracy"], result["train-val"]["accuracy"]
+    assert tt["tasks"] == tv["tasks"] == 4 and len(tt["mean"]) == cfg["eval_steps"] + 1
+    np.testing.assert_allclose(result["paired_difference"]["mean"], np.array(tt["mean"]) - np.array(tv["mean"]),
+                               atol=1e-9)
