@@ -477,6 +477,7 @@ def draw_trainval_omniglot(path, result, cfg):
         s = result[variant]["accuracy"]
         m, ci = np.array(s["mean"]), np.array(s["ci95"])
         ax.errorbar(np.arange(len(m)), m, yerr=ci, marker="o", capsize=3, color=color, label=variant)
+    ax.set_xticks(np.arange(len(result["train-val"]["accuracy"]["mean"])))
     ax.set_xlabel("inner steps at meta-test")
     ax.set_ylabel(f"test accuracy (%), {result['train-val']['accuracy']['tasks']} tasks, 95% CI")
     ax.grid(alpha=0.3)
