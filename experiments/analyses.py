@@ -277,7 +277,7 @@ def cg_diagnosis(learner, batches, dampings):
     size ‖x‖/‖g‖ of the solution after ``learner.cg_steps`` steps, and its relative residual
     ‖g − A x‖/‖g‖."""
     found = {d: {"curvature": [], "size": [], "residual": []} for d in dampings}
-    stationarity = []
+    stationarity, own_damping = [], learner.cg_damping
     for batch in batches:
         xs, ys = learner.inputs(batch, "support")
         xq, yq = learner.inputs(batch, "query")
@@ -302,6 +302,7 @@ def cg_diagnosis(learner, batches, dampings):
             found[d]["curvature"].append(np.stack([backend.to_numpy(c) for c in trace], axis=1))  # (T, steps)
             found[d]["size"].append(task_norms(x) / task_norms(g))
             found[d]["residual"].append(task_norms(residual) / task_norms(g))
+    learner.cg_damping = own_damping
     stationarity = np.concatenate(stationarity)
     out = {}
     for d, f in found.items():
