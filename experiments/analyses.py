@@ -489,18 +489,26 @@ def draw_trainval_omniglot(path, result, cfg):
     plt.close(fig)
 
 
+def saved_comparison(stem, cfg, draw, run, evaluation):
+    """{"config", "variants": run(), "evaluation", "seconds"}, written to ``stem``.json and
+    drawn to ``stem``.png by ``draw(path, variants, cfg)``."""
+    t0 = time.perf_counter()
+    result = {"config": cfg, "variants": run(), "evaluation": evaluation}
+    result["seconds"] = time.perf_counter() - t0
+    write_json(stem.with_suffix(".json"), result)
+    draw(stem.with_suffix(".png"), result["variants"], cfg)
+    return result
+
+
 def run_trainval_omniglot(args, out):
     from experiments import omniglot
     cfg = omniglot.CONFIG.complete({"algo": "maml", "ways": 5, "shots": 1, "query": 1, "meta_batch": args.meta_batch,
                                     "iterations": args.iterations, "seed": args.seed, "val_tasks": 0,
                                     "checkpoint_every": min(args.iterations, 100), "test_query": 15})
-    t0 = time.perf_counter()
-    result = {"config": cfg, "variants": trainval_omniglot(cfg, args.runs, args.data_dir, args.tasks, say=print),
-              "evaluation": f"{args.tasks} test tasks (seed {omniglot.EVAL_SEED}), {cfg['test_query']} "
-                            f"queries per class, {cfg['eval_steps']} inner steps"}
-    result["seconds"] = time.perf_counter() - t0
-    write_json(out / "trainval_omniglot.json", result)
-    draw_trainval_omniglot(out / "trainval_omniglot.png", result["variants"], cfg)
+    result = saved_comparison(out / "trainval_omniglot", cfg, draw_trainval_omniglot,
+                              lambda: trainval_omniglot(cfg, args.runs, args.data_dir, args.tasks, say=print),
+                              f"{args.tasks} test tasks (seed {omniglot.EVAL_SEED}), {cfg['test_query']} "
+                              f"queries per class, {cfg['eval_steps']} inner steps")
     for variant in VARIANTS + ("paired_difference",):
         a = result["variants"][variant] if variant == "paired_difference" else result["variants"][variant]["accuracy"]
         print(f"{variant}: accuracy after 0..{cfg['eval_steps']} steps " +
@@ -513,13 +521,9 @@ def run_trainval(args, out):
     from experiments import configs, sinusoid
     cfg = {**configs.load(sinusoid.RECIPE), "iterations": args.iterations, "seed": args.seed, "methods": ["maml"],
            "checkpoint_every": args.iterations}
-    t0 = time.perf_counter()
-    result = {"config": cfg, "variants": trainval(cfg, args.runs, say=print),
-              "evaluation": f"{cfg['eval_tasks']} held-out tasks (seed {sinusoid.HELD_OUT_SEED}), "
-                            f"SGD {cfg['eval_lr']}, MSE on {sinusoid.QUERY_POINTS} points"}
-    result["seconds"] = time.perf_counter() - t0
-    write_json(out / "trainval.json", result)
-    draw_trainval(out / "trainval.png", result["variants"], cfg)
+    result = saved_comparison(out / "trainval", cfg, draw_trainval, lambda: trainval(cfg, args.runs, say=print),
+                              f"{cfg['eval_tasks']} held-out tasks (seed {sinusoid.HELD_OUT_SEED}), "
+                              f"SGD {cfg['eval_lr']}, MSE on {sinusoid.QUERY_POINTS} points")
     for variant in VARIANTS + ("paired_difference",):
         r = result["variants"][variant]
         m, ci = r["K10"]["mean"], r["K10"]["ci95"]
