@@ -121,7 +121,9 @@ from . import configs, omniglot, sinusoid
 DEFAULT_OUT = Path("runs/bench/bench.json")
 FLOP_NOTE = ("GFLOP counts the matrix products only (autograd.ops.linalg.matmul_arrays: "
              "2*prod(out.shape)*a.shape[-1]); element-wise ops, batch-norm, pooling, "
-             "im2col/col2im are not counted")
+             "im2col/col2im are not counted; '-' where the step is one compiled kernel "
+             "(the sinusoid's MAML and FOMAML on the task axis: tinymeta/algorithms/_maml_mlp_numba.py), "
+             "whose products the counter does not see")
 GROUPS = {
     "sinusoid": ["sinusoid_maml", "sinusoid_fomaml", "sinusoid_reptile"],
     "omniglot": [f"omniglot_{a}_{d}" for d in ("f32", "f64") for a in ("maml", "fomaml", "reptile")],
@@ -353,6 +355,7 @@ class Bench:
         if self.args.timing_only:              # a --peers subprocess: its peak RSS is the step's own
             flops = memory = False
         m = measure(step, self.args.warmup, self.args.repeats, self.args.max_seconds, flops, memory)
+        m["compiled"] = getattr(step, "compiled", False)
         m["kernels"] = kernels.kernels_name()
         m["numba_threads"] = numba_threads()
         m["workers"] = parallel.workers()
@@ -367,11 +370,16 @@ class Bench:
 
         def make():
             learner, batches = sinusoid_learner(cfg, algo, batched)
-            return learner_step(learner, batches)
+            compiled = getattr(learner, "compiled_step_applies", lambda batch: False)(batches[0])
+            step = learner_step(learner, batches)
+            step.compiled = compiled
+            return step
 
         m = dict(self.run_measure(key, f"sinusoid {algo} ({'task axis' if batched else 'loop'})", make))
-        m.update(dtype=cfg["dtype"], meta_batch=cfg["meta_batch"], batched=batched,
-                 config=describe_sinusoid(cfg, algo))
+        config = describe_sinusoid(cfg, algo) + (", compiled step" if m["compiled"] else "")
+        m.update(dtype=cfg["dtype"], meta_batch=cfg["meta_batch"], batched=batched, config=config)
+        if m["compiled"]:
+            m.update(gflop=None, gflops=None)            # the counter sees no product of the kernel
         return m
 
     def conv(self, kind, algo, dtype, batched=True, tasks=None):

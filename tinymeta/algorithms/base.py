@@ -350,6 +350,8 @@ def read_back(values, flags):
     """({name: float}, [bool]) of device scalars (and numbers) and device booleans, brought
     to the host in one transfer: the only time a training step waits for the device."""
     xp = backend.xp
+    if xp is np:                                 # already on the host: nothing to pack
+        return {k: float(v) for k, v in values.items()}, [bool(f) for f in flags]
     on_device = [k for k, v in values.items() if hasattr(v, "dtype")]
     packed = [xp.asarray(values[k], dtype=xp.float64).reshape(()) for k in on_device]
     packed += [xp.asarray(f, dtype=xp.float64).reshape(()) for f in flags]

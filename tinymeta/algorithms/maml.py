@@ -29,9 +29,20 @@ MAML++ options, each off by default and switchable alone (the iteration i, from 
   second-order.
 * per-step batch-norm is the model's (``Conv4(bn_steps=K)``); the learner passes the step.
 * cosine annealing of the meta learning rate is a hook (``tinymeta.training.CosineDecay``).
+
+**The compiled step.** For a ReLU ``MLP`` with the squared-error loss (the sinusoid), plain
+MAML or FOMAML on the task axis (``batched=True``, the default; the loop stays the textbook
+reading), on the NumPy backend with the Numba kernels, ``meta_gradients`` runs the
+whole meta-gradient as one compiled kernel (``_maml_mlp_numba``: the inner steps, the
+query gradient and the Hessian-vector products written out), the same numbers as the graph
+below (tests/test_maml_mlp_fused.py) without a few hundred small NumPy calls and the walk of
+a graph. ``settings.using(kernels="numpy")`` runs the graph.
 """
-from autograd import Tensor, backend, grad
-from autograd.ops import getitem, mean
+import numpy as np
+
+from autograd import Tensor, backend, grad, kernels
+from autograd import functional as F
+from autograd.ops import getitem, mean, relu
 
 from .base import MetaLearner, task_loop
 
@@ -129,7 +140,38 @@ class MAML(MetaLearner):
 
     def meta_gradients(self, batch):
         """(meta-loss, {name: ∇ meta-loss}) for the meta-parameters."""
+        if self.compiled_step_applies(batch):
+            return self.compiled_meta_gradients(batch)
         loss = self.meta_loss(batch)
         names = list(self.meta_parameters())
         grads = grad(loss, [self.meta_parameters()[k] for k in names], allow_unused=True)
         return loss, dict(zip(names, grads))
+
+    # --- the compiled step (see the module docstring) -------------------------------------
+    def compiled_step_applies(self, batch):
+        """Whether ``compiled_meta_gradients`` computes this batch's meta-gradient: plain
+        MAML/FOMAML (no subclass, no MAML++ option in effect) on the task axis, of a ReLU
+        ``MLP`` with the squared-error loss, float parameters, float targets, the Numba
+        kernels on the CPU."""
+        from ..models.mlp import MLP
+        return (type(self) is MAML and self.batched and backend.name == "numpy" and kernels.kernels_name() == "numba"
+                and type(self.model) is MLP and self.model.activation is relu and self.loss_fn is F.mse_loss
+                and self.inner_steps >= 1 and not self.lslr and self.step_weights() == {self.inner_steps: 1.0}
+                and all(p.dtype.kind == "f" and p.dtype == self.dtype for p in self.params.values())
+                and getattr(batch.support_y, "dtype", None) is not None and batch.support_y.dtype.kind == "f"
+                and batch.support_x.ndim == 3)
+
+    def compiled_meta_gradients(self, batch):
+        """``meta_gradients`` by the compiled kernel; the caller checked that it applies."""
+        from ._maml_mlp_numba import mlp_maml_meta_gradients
+        layers = len(self.model.sizes) - 1
+        second_order = not (self.first_order or self.annealing(self.first_order_iterations,
+                                                                "first_order_iterations"))
+        arrays = [backend.to_numpy(getattr(batch, k)) for k in ("support_x", "support_y", "query_x", "query_y")]
+        loss, gw, gb = mlp_maml_meta_gradients(
+            [self.params[f"w{l}"].data for l in range(layers)], [self.params[f"b{l}"].data for l in range(layers)],
+            *arrays, self.inner_lr, self.inner_steps, second_order)
+        self.last_metrics = {}
+        grads = {**{f"w{l}": Tensor.constant(g) for l, g in enumerate(gw)},
+                 **{f"b{l}": Tensor.constant(g) for l, g in enumerate(gb)}}
+        return Tensor.constant(np.asarray(loss)), {k: grads[k] for k in self.params}
