@@ -145,6 +145,18 @@ def test_training_steps_agree():
 
 
 @cpu_only
+def test_a_nan_in_the_data_reaches_the_loss_as_in_the_graph():
+    from tinymeta.algorithms.base import NonFiniteError
+    model, params, batch = problem((1, 8, 8, 1))
+    batch.support_x[1, 2, 0] = np.nan
+    learner = MAML(model, params, F.mse_loss, inner_lr=0.05)
+    (lc, _), (lg, _) = both(learner, batch)
+    assert np.isnan(lc) and np.isnan(lg)
+    with pytest.raises(NonFiniteError, match="not finite"):
+        learner.step(batch)
+
+
+@cpu_only
 def test_where_the_compiled_step_does_not_apply():
     model, params, batch = problem((1, 8, 8, 1))
     with settings.using(kernels="numba"):

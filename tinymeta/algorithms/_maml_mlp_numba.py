@@ -86,7 +86,7 @@ def forward(WT, b, sizes, x, A, act, cnt):
             c = 0
             for j in range(n_out):
                 z = A[l + 1, n, j]
-                on = l == L - 1 or z > 0
+                on = l == L - 1 or not z <= 0                    # NaN stays on: it reaches the loss, as in the graph
                 A[l + 1, n, j] = z if on else 0.0                # a_{l+1} = relu(z_l)
                 act[l + 1, n, c] = j
                 c += on                                          # the list of units that are on
