@@ -8,7 +8,8 @@ little to hide the cost of a few hundred NumPy calls and the engine's walk of a 
 Python; here the meta-gradient is one call. The tasks are cut into as many parts as the
 Numba kernels have threads, run at once (``prange``): on the 2-core machine the training
 step of ``experiments/bench.py``'s ``sinusoid_maml`` took 0.32 ms on two threads and 0.53 ms
-on one (``TINYMETA_NUMBA_THREADS=1``), against 0.89 ms for the graph.
+on one (``TINYMETA_NUMBA_THREADS=1``); through the graph it took 0.89 ms (the side-by-side
+run of 2026-12-04, README).
 
 The math, for one task, layers l = 0 … L−1, a₀ = x, W_l (n_{l+1}, n_l):
 
