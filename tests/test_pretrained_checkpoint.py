@@ -126,7 +126,7 @@ def test_shipped_metric_learners_classify_test_characters(folder, algo, bound, d
 
 # The optimization-based short runs of 2026-12-05 (docs/beyond_maml.md, docs/model_based.md):
 # each best.npz on 20 test tasks at its own setting and inner steps. Bounds far above chance
-# and below their 600-task results (MAML++ 91.90 and 20-way 82.10, LSTM meta-learner 76.24 and
+# and below their 600-task results (MAML++ 91.90 and 20-way 82.10, LSTM meta-learner 90.73 and
 # 86.80, iMAML with damping 65.49).
 OPTIMIZATION_RUNS = [("omniglot_mamlpp_5w1s", "maml", 5, 1, 80.0),
                      ("omniglot_mamlpp_20w1s", "maml", 20, 1, 65.0),
@@ -144,6 +144,24 @@ def test_shipped_optimization_learners_classify_test_characters(folder, algo, wa
                    "--quiet", "--out", str(tmp_path / "eval")])
     result = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     assert result["tasks"] == 20 and result["accuracy_percent"] > bound, result
+
+
+# Meta Networks (docs/model_based.md): each best.npz on 5 test tasks of its own setting (75 or
+# 300 queries each; MetaNet evaluates slowly). Bounds far above chance (20%, 5%) and below
+# their 600-task results (5-way 96.4, 20-way 83.22).
+METANET_RUNS = [("omniglot_5w1s_metanet", 5, 85.0), ("omniglot_20w1s_metanet", 20, 65.0)]
+
+
+@pytest.mark.parametrize("folder,ways,bound", METANET_RUNS)
+def test_shipped_meta_networks_classify_test_characters(folder, ways, bound, data_dir, tmp_path):
+    path = SHIPPED.parent / folder / "best.npz"
+    _, meta = checkpoint.load(path)
+    assert meta["config"]["algo"] == "metanet" and meta["config"]["ways"] == ways
+    assert meta["best"]["iteration"] == meta["iteration"]
+    omniglot.main(["evaluate", str(path), "--tasks", "5", "--query", "15", "--data-dir", str(data_dir),
+                   "--quiet", "--out", str(tmp_path / "eval")])
+    result = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert result["tasks"] == 5 and result["accuracy_percent"] > bound, result
 
 
 # Models trained on the background alphabets only, on Lake et al.'s 20 runs: the shipped
