@@ -87,7 +87,7 @@ def test_shipped_60k_checkpoints_classify_test_characters(name, data_dir, tmp_pa
 # episodes. Bound 45%: far above chance (20%, and the ~27% of a network that has learned only
 # the episode's label statistics) and far below their 1000-episode results in docs/model_based.md.
 MANN_RUNS = [("mann_5way/best.npz", "mann"), ("mann_5way_lstm/best.npz", "lstm"),
-             ("mann_5way_key_strength/best.npz", "mann")]
+             ("mann_5way_key_strength/best.npz", "mann"), ("mann_5way_key_strength_rotations/best.npz", "mann")]
 
 
 @pytest.mark.parametrize("name,algo", MANN_RUNS)
