@@ -8,7 +8,8 @@ each against the readable form it replaces and against finite differences:
 * ``mse_loss`` of float tensors (nodes ``SquaredDifference`` and its backward
   ``ScaledDifference``) = d · d with d = p − t;
 * ``matmul_arrays``' two short ways (an inner dimension of 1, a right factor broadcast along
-  the task axis) and ``sum_rows`` = ``xp.matmul`` and the sum over axis −2;
+  the task axis), its transposed weight gradient ((B Aᵀ)ᵀ for A Bᵀ) and ``sum_rows`` =
+  ``xp.matmul`` and the sum over axis −2;
 * ``SubScaled``'s backward on the arrays = its recorded form;
 * Adam's compiled update = ``adam_update``;
 * MAML's meta-gradient on a ReLU MLP with the MSE loss = a per-task textbook computation
@@ -239,6 +240,25 @@ def test_matmul_arrays_task_broadcast_factor_equals_matmul(transposed):
     want = np.matmul(a, np.broadcast_to(w.T if transposed else w, (3, 5, 6)))
     assert got.shape == want.shape
     assert_close(got, want)
+
+
+@pytest.mark.parametrize("g_shape,cols_shape,flips", [
+    ((2, 64, 1200), (2, 576, 1200), True),       # a convolution's weight gradient G colsᵀ
+    ((32, 1100), (20, 1100), True),              # 2-D
+    ((2, 64, 1200), (2, 9, 1200), False),        # too few columns in the result
+    ((2, 65, 1200), (2, 576, 1200), False),      # too many rows
+    ((2, 64, 1000), (2, 576, 1000), False)])     # too short an inner dimension
+def test_matmul_arrays_flipped_weight_gradient_equals_matmul(g_shape, cols_shape, flips):
+    """A Bᵀ computed as (B Aᵀ)ᵀ where it applies (matmul_arrays' docstring): the same sums,
+    maybe in another order, and a row-major result like np.matmul's."""
+    rng = np.random.default_rng(10)
+    g, cols = rng.standard_normal(g_shape), rng.standard_normal(cols_shape)
+    a, b = backend.from_numpy(g), backend.from_numpy(cols).swapaxes(-1, -2)
+    assert linalg._flip(a, b) == (flips and backend.name == "numpy")
+    got = linalg.matmul_arrays(a, b)
+    assert got.flags.c_contiguous
+    assert_close(host(got), np.matmul(g, cols.swapaxes(-1, -2)))
+    assert not linalg._flip(a, backend.xp.ascontiguousarray(b))   # only a transposed view
 
 
 @pytest.mark.parametrize("shape", [(5, 3), (1, 3), (2, 4, 3), (2, 1, 3)])
