@@ -20,9 +20,9 @@ source positions. The first version built a 2-D view per image (``x[g, c, n].rav
 read int64 positions; measured on one thread of the 2-core CI machine, float32, the slices
 took im2col of an Omniglot layer-2 batch (32, 64, 75, 14, 14), stride 2, from 56 to 38 ms,
 of layer 3 (7x7) from 35 to 11 ms and of a mini-ImageNet layer (4, 32, 75, 42, 42), stride 1,
-from 78 to 62 ms; col2im of the same from 61 to 48, 28 to 13 and 105 to 76 ms
-(``/work/notes``-style scratch timing, reproduced by ``python -m experiments.bench``'s
-Omniglot and mini-ImageNet cases as a whole step).
+from 78 to 62 ms; col2im of the same from 61 to 48, 28 to 13 and 105 to 76 ms (the kernels
+timed alone; their effect on a whole step is in ``python -m experiments.bench``'s Omniglot
+and mini-ImageNet cases).
 """
 import numpy as np
 from numba import njit, prange
