@@ -106,18 +106,28 @@ def _backprop(op, outputs, grad_outputs, targets, create_graph, retain_graph):
             useful.add(t)
     results = {}
     gathered = {}     # node -> the gradients of its outputs gathered so far
+    holding = {}      # node -> its outputs the walk has passed (kept alive until it runs)
     with mode.set_grad_enabled(create_graph):
-        for t in reversed(order):
+        while order:
+            # Popped, and dropped from the sets below: once the walk has passed t, nothing
+            # here refers to it, so a forward activation nobody else holds is freed as soon
+            # as the nodes that saved it have run their backward (the walk needs no tensor
+            # twice: every consumer of t comes before t in this order).
+            t = order.pop()
             if t not in useful:
                 continue
+            useful.discard(t)
+            in_expand = t in expand
+            expand.discard(t)
             g = grads.pop(t, None)
             node = t.creator
-            if node is not None and node.several and t in expand:
+            if node is not None and node.several and in_expand:
                 # A node with several outputs runs once, when the walk passes the last of
                 # them: every output's gradient is complete by then (its consumers came
                 # earlier in this order) and none of the node's inputs has been visited.
                 slots = gathered.setdefault(node, [None] * len(node.outputs))
                 slots[[r() for r in node.outputs].index(t)] = g
+                holding.setdefault(node, []).append(t)     # its outputs alive until it runs
                 if g is not None and wanted is not None and t in wanted:
                     results[t] = (t, g)
                 waiting[node] -= 1
@@ -125,13 +135,14 @@ def _backprop(op, outputs, grad_outputs, targets, create_graph, retain_graph):
                     continue
                 gys = gathered.pop(node)
                 if all(gy is None for gy in gys):
+                    del holding[node]
                     continue
             else:
                 if g is None:
                     continue
                 if (node is None) if wanted is None else (t in wanted):
                     results[t] = (t, g)
-                if t not in expand:
+                if not in_expand:
                     continue                     # nothing wanted lies beyond t: stop here
                 gys = (g,)
             inputs = node.saved_inputs()
@@ -140,6 +151,8 @@ def _backprop(op, outputs, grad_outputs, targets, create_graph, retain_graph):
                     continue
                 if x in useful:
                     grads[x] = _add(grads[x], gx, create_graph) if x in grads else gx
+            if node.several:
+                del holding[node]
             if not retain_graph:
                 node.release()
     return results

@@ -345,6 +345,68 @@ def test_several_outputs_first_and_second_order():
     assert ag.gradgradcheck(f, [a, b], rtol=1e-6) <= 1e-6
 
 
+class FreedAbove(ag.Function):
+    """Identity whose backward records which of the watched tensors are still alive."""
+    alive = None
+
+    def __init__(self, watched):
+        self.watched = watched                              # weak references
+
+    def forward(self, x):
+        return x.copy()
+
+    def backward(self, gy):
+        FreedAbove.alive = [r() is not None for r in self.watched]
+        return (gy,)
+
+
+def test_walk_frees_the_activations_it_has_passed():
+    """Once the backward walk has passed an activation and the nodes that saved it have
+    run, nothing keeps it: by the time the walk reaches the first op, the later ones are
+    gone (the engine used to keep them all until the end of the pass)."""
+    import weakref
+    x = Tensor(np.linspace(0.1, 0.5, 5), requires_grad=True)
+    watched = []
+    node = FreedAbove(watched)
+    h1 = ag.exp(node(x))
+    h2 = ag.exp(h1)
+    watched += [weakref.ref(h1), weakref.ref(h2)]
+    loss = h2.sum()
+    del h1, h2
+    (g,) = ag.grad(loss, [x])
+    assert FreedAbove.alive == [False, False]
+    np.testing.assert_allclose(host(g), np.exp(np.exp(host(x))) * np.exp(host(x)), rtol=1e-12)
+
+
+class ExpAndDouble(ag.Function):
+    """a -> (exp(a), 2a), whose backward reads its first output (∂exp(a)/∂a = exp(a))."""
+    def forward(self, a):
+        return np.exp(a), 2 * a
+
+    def backward(self, ge, gd):
+        e = self.outputs[0]()
+        ga = None if ge is None else ge * e
+        if gd is not None:
+            ga = 2 * gd if ga is None else ga + 2 * gd
+        return (ga,)
+
+
+def test_several_outputs_kept_alive_until_their_node_runs():
+    """The walk passes e long before d (d goes through four more ops); the node's backward
+    still finds e, though nothing but the walk holds it."""
+    a0 = np.array([0.3, -0.2, 0.1])
+    a = Tensor(a0, requires_grad=True)
+    e, d = ExpAndDouble()(a)
+    loss = e.sum() + ag.tanh(ag.tanh(ag.tanh(ag.tanh(d)))).sum()
+    del e, d
+    (ga,) = ag.grad(loss, [a])
+    chain, u = 2.0, 2 * a0                                  # d/da of tanh⁴(2a), link by link
+    for _ in range(4):
+        chain = chain * (1 - np.tanh(u) ** 2)
+        u = np.tanh(u)
+    np.testing.assert_allclose(host(ga), np.exp(a0) + chain, rtol=1e-12)
+
+
 def test_several_outputs_graph_freed_after_backward():
     a, b = Tensor(np.ones(2), requires_grad=True), Tensor(np.ones(2), requires_grad=True)
     s, p = SumAndProduct()(a, b)
