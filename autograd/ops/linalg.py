@@ -41,7 +41,8 @@ def matmul_arrays(a, b):
       slower for a result only 9 columns wide (25 → 23), so those stay as they are.
     """
     if _flip(a, b):
-        return backend.xp.ascontiguousarray(backend.xp.matmul(b.swapaxes(-1, -2), a.swapaxes(-1, -2)).swapaxes(-1, -2))
+        bt_at = backend.xp.matmul(b.swapaxes(-1, -2), a.swapaxes(-1, -2))   # bᵀ aᵀ = (a b)ᵀ
+        return backend.xp.ascontiguousarray(bt_at.swapaxes(-1, -2))
     if a.shape[-1] == 1:
         return backend.xp.multiply(a, b)                        # (…, N, 1) · (…, 1, M)
     if a.ndim == 3 and b.ndim == 3 and b.strides[0] == 0 and a.shape[0] == b.shape[0]:
@@ -55,8 +56,8 @@ def _flip(a, b):
     64 rows, b a transposed view of a row-major matrix with at least 16 columns, an inner
     dimension of at least 1024, on NumPy."""
     it = a.itemsize
-    return (backend.name == "numpy" and a.ndim >= 2 and a.ndim == b.ndim
-            and a.shape[-1] >= 1024 and a.shape[-2] <= 64 and b.shape[-1] >= 16
+    return (a.ndim >= 2 and a.shape[-1] >= 1024 and a.ndim == b.ndim and backend.name == "numpy"
+            and a.shape[-2] <= 64 and b.shape[-1] >= 16
             and a.strides[-1] == it and b.strides[-2] == it and b.strides[-1] != it)
 
 
