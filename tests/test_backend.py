@@ -310,6 +310,95 @@ def test_batch_norm_relu_double_backward_kernel_equals_recorded(backend):
             np.testing.assert_allclose(k, r, rtol=1e-10, atol=1e-10 * np.abs(k).max(), err_msg=present)
 
 
+def test_batch_norm_relu_cancelled_bias_equals_adding_it(backend):
+    """A bias b before batch statistics cancels: batch_norm_relu(x, γ, β, cancelled_bias=b)
+    gives the values, the running statistics and the first and second derivatives of
+    batch_norm_relu(x + b, γ, β) (float64, relative 1e-10), and b's gradient is exactly 0,
+    where the added form's is 0 up to rounding (1e-10 of the largest ∂x)."""
+    x, gamma, beta = bn_relu_inputs(14)
+    T, C = gamma.shape
+    rng = np.random.default_rng(15)
+    b = rng.standard_normal((T, C))
+    gy, v = Tensor(B.from_numpy(rng.standard_normal(x.shape))), Tensor(B.from_numpy(rng.standard_normal(x.shape)))
+    runs = {}
+    for form in ("added", "cancelled"):
+        xs, gs, bes, bs = (Tensor(B.from_numpy(a), requires_grad=True) for a in (x, gamma, beta, b))
+        rm, rv = B.xp.zeros(C), B.xp.ones(C)
+        if form == "added":
+            y = F.batch_norm_relu(xs + ag.reshape(bs, (T, C, 1, 1, 1)), gs, bes, running_mean=rm, running_var=rv)
+        else:
+            y = F.batch_norm_relu(xs, gs, bes, cancelled_bias=bs, running_mean=rm, running_var=rv)
+        gx, gg, gb, gbias = ag.grad(y, [xs, gs, bes, bs], grad_outputs=gy, create_graph=True)
+        s = (gx * v).sum() + (gg * gg).sum() + (gb * gg).sum()          # a mix of second derivatives
+        second = ag.grad(s, [xs, gs, bs], allow_unused=True)
+        runs[form] = dict(y=y, gx=gx, gg=gg, gb=gb, gbias=gbias, sx=second[0], sg=second[1], sbias=second[2],
+                          rm=rm, rv=rv)
+    added, cancelled = runs["added"], runs["cancelled"]
+    for k in ("y", "gx", "gg", "gb", "sx", "sg", "rm", "rv"):
+        want, got = host(added[k]), host(cancelled[k])
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * np.abs(want).max(), err_msg=k)
+    scale = np.abs(host(added["gx"])).max()
+    assert not np.any(host(cancelled["gbias"])) and cancelled["gbias"].creator is None
+    assert np.abs(host(added["gbias"])).max() <= 1e-10 * scale               # Σ ∂x = 0 in exact arithmetic
+    assert cancelled["sbias"] is None                                          # b is not in the recorded graph
+    assert np.abs(host(added["sbias"])).max() <= 1e-10 * scale
+
+
+def test_conv4_with_batch_statistics_equals_adding_its_conv_biases(backend):
+    """Conv4 does not add a conv bias before batch statistics (they cancel it). Its output,
+    running statistics and gradients (every parameter, and a second-order mix) equal the
+    network that adds the biases, at non-zero biases, with running averages tracked
+    (float64, relative 1e-10; the conv biases' gradients are exactly 0 against ~1e-16)."""
+    rng = np.random.default_rng(16)
+    x = Tensor(B.from_numpy(rng.standard_normal((2, 3, 1, 12, 12))))
+    labels = B.from_numpy(rng.integers(0, 3, size=(2, 3)))
+    biases = rng.standard_normal((4, 2, 4))                    # non-zero conv biases, per task
+    runs = {}
+    for form in ("added", "cancelled"):
+        model = Conv4(3, filters=4, image_size=12, transductive=False)
+        params = {k: Tensor(B.from_numpy(np.stack([B.to_numpy(v.data)] * 2)), requires_grad=True)
+                  for k, v in model.init(np.random.default_rng(17), np.float64).items()}
+        for i in range(4):
+            params[f"conv{i}.b"] = Tensor(B.from_numpy(biases[i]), requires_grad=True)
+        if form == "added":
+            logits = added_bias_conv4(model, params, x)
+        else:
+            logits = model(params, x, mode="train")
+        loss = F.cross_entropy(logits, labels)
+        keys = sorted(params)
+        first = dict(zip(keys, ag.grad(loss, [params[k] for k in keys], create_graph=True)))
+        mix = sum(((g * g).sum() for k, g in first.items() if not k.endswith(".b")), Tensor(0.0))
+        second = dict(zip(keys, ag.grad(mix, [params[k] for k in keys], allow_unused=True)))
+        runs[form] = dict(logits=logits, first=first, second=second, state=model.state_dict())
+    added, cancelled = runs["added"], runs["cancelled"]
+    np.testing.assert_allclose(host(cancelled["logits"]), host(added["logits"]), rtol=1e-10, atol=1e-12)
+    for k, want in added["state"].items():
+        np.testing.assert_allclose(cancelled["state"][k], want, rtol=1e-10, atol=1e-12, err_msg=k)
+    for order in ("first", "second"):
+        for k, want in added[order].items():
+            got, want = cancelled[order][k], host(want)
+            if k.startswith("conv") and k.endswith(".b"):          # cancelled: exactly 0 (or unused)
+                largest = max(np.abs(host(g)).max() for g in added[order].values() if g is not None)
+                assert got is None or not np.any(host(got)), (order, k)
+                assert np.abs(want).max() <= 1e-10 * largest, (order, k)
+                continue
+            np.testing.assert_allclose(host(got), want, rtol=1e-10, atol=1e-10 * np.abs(want).max(),
+                                       err_msg=f"{order} {k}")
+
+
+def added_bias_conv4(model, params, x):
+    """Conv4's training forward pass written out with each conv bias added before batch-norm
+    (the reference for the cancelled bias), running averages updated as Conv4 does."""
+    h = ag.transpose(x, (0, 2, 1, 3, 4))
+    for i in range(4):
+        h = F.conv2d_grouped(h, params[f"conv{i}.w"], params[f"conv{i}.b"], (2, 2), (1, 1))
+        rm, rv = model._running(f"bn{i}")
+        h = F.batch_norm_relu(h, params[f"bn{i}.gamma"], params[f"bn{i}.beta"], running_mean=rm,
+                              running_var=rv, momentum=model.bn_momentum)
+    feats = ag.transpose(ag.mean(h, axis=(-2, -1)), (0, 2, 1))
+    return F.linear(feats, params["w_head"], params["b_head"])
+
+
 def test_gradcheck_cross_entropy(backend):
     rng = np.random.default_rng(4)
     logits, labels = 2.0 * rng.standard_normal((2, 5, 4)), rng.integers(0, 4, size=(2, 5))

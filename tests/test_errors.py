@@ -343,6 +343,12 @@ def test_batch_norm_bad_gamma_shape():
         F.batch_norm(T((2, 3)), None, None, training=False)
 
 
+def test_batch_norm_relu_bad_cancelled_bias_shape():
+    with pytest.raises(ValueError, match=re.escape("batch_norm_relu: cancelled_bias of shape (2,) does not match "
+                                                   "x (1, 2, 3) (expected (1, 2))")):
+        F.batch_norm_relu(T((1, 2, 3)), T((1, 2)), T((1, 2)), cancelled_bias=T((2,)))
+
+
 def test_hvp_vector_shape_mismatch():
     with pytest.raises(ValueError, match=re.escape("hvp: vector of shape (2,) does not match its input of shape (3,)")):
         ag.hvp(lambda x: (x * x).sum(), [np.ones(3)], [np.ones(2)])

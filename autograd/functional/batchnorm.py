@@ -103,20 +103,24 @@ class BatchNormReLU(Function):
     def __init__(self, eps):
         self.eps = eps
 
-    def forward(self, x, gamma, beta):
-        T, C = x.shape[:2]
+    def forward(self, x, gamma, beta, *cancelled_bias):
+        T, C = x.shape[:2]                  # a cancelled bias b changes nothing: BN_B(x + b) = BN_B(x)
         y, self.mu, self.inv = kernels.bn_relu_forward(x.reshape(T, C, -1), gamma, beta, self.eps)
         return y.reshape(x.shape)
 
     def backward(self, gy):
-        x, gamma, beta = self.inputs
+        x, gamma, beta = self.inputs[:3]
         y = self.output().data
         if not mode.is_grad_enabled():                          # values only: the kernel
             T, C = x.shape[:2]
             gx, gg, gb = kernels.bn_relu_backward(gy.data.reshape(T, C, -1), x.data.reshape(T, C, -1),
                                                   y.reshape(T, C, -1), self.mu, self.inv, gamma.data)
-            return Tensor.constant(gx.reshape(x.shape)), Tensor.constant(gg), Tensor.constant(gb)
-        return BatchNormReLUGrad(y, self.mu, self.inv, self.eps)(x, gamma, gy)
+            grads = Tensor.constant(gx.reshape(x.shape)), Tensor.constant(gg), Tensor.constant(gb)
+        else:
+            grads = BatchNormReLUGrad(y, self.mu, self.inv, self.eps)(x, gamma, gy)
+        if len(self.inputs) == 4:                               # ∂/∂b BN_B(x + b) = 0, to every order
+            grads = tuple(grads) + (Tensor.constant(backend.xp.zeros_like(self.inputs[3].data)),)
+        return grads
 
 
 class BatchNormReLUGrad(Function):
@@ -191,27 +195,43 @@ class BatchNormReLUGrad(Function):
         return gx, ggamma, ggy
 
 
-def batch_norm_relu(x, gamma, beta, eps=1e-5, running_mean=None, running_var=None, momentum=0.1):
+def batch_norm_relu(x, gamma, beta, eps=1e-5, running_mean=None, running_var=None, momentum=0.1,
+                    cancelled_bias=None):
     """relu(batch_norm(x)) with batch statistics for x (T, C, ...) channel-major, γ/β (T, C).
 
     Updates ``running_mean``/``running_var`` (arrays of shape (C,)) in place when given,
     one update per task in order, like ``batch_norm``.
+
+    ``cancelled_bias`` (T, C): a per-channel bias b that belongs to x but was not added to
+    it (a convolution's bias). Batch statistics remove it exactly,
+
+        BN_B(x + b) = γ (x + b − μ_B − b) / σ_B + β = BN_B(x),
+
+    so the output and every derivative but b's are those of x + b, and b's gradient is 0
+    to every order; b is an input only to receive that gradient, and the running mean
+    tracks the mean of x + b. A caller saves the full-size add and its gradient's sum.
     """
-    x, gamma, beta = operands("batch_norm_relu", x, gamma, beta)
+    x, gamma, beta, bias = operands("batch_norm_relu", x, gamma, beta, cancelled_bias)
     if x.ndim < 3 or tuple(gamma.shape) != tuple(x.shape[:2]) or tuple(beta.shape) != tuple(x.shape[:2]):
         raise ValueError(f"batch_norm_relu: expected x (T, C, ...) with gamma and beta (T, C); got x "
                          f"{tuple(x.shape)}, gamma {tuple(gamma.shape)}, beta {tuple(beta.shape)}")
+    inputs = (x, gamma, beta)
+    if bias is not None:
+        if tuple(bias.shape) != tuple(x.shape[:2]):
+            raise ValueError(f"batch_norm_relu: cancelled_bias of shape {tuple(bias.shape)} does not "
+                             f"match x {tuple(x.shape)} (expected {tuple(x.shape[:2])})")
+        inputs += (bias,)
     if running_mean is not None:
         _updatable("batch_norm_relu", running_mean, running_var)
     node = BatchNormReLU(eps)
-    y = node(x, gamma, beta)
+    y = node(*inputs)
     if running_mean is not None:
         n = x.size // (x.shape[0] * x.shape[1])
         var = (1.0 / (node.inv.astype(backend.xp.float64) ** 2) - eps) * (n / max(n - 1, 1))
-        for m, v in zip(node.mu, var):                       # one update per task, in order
+        mu = node.mu if bias is None else node.mu + bias.data      # the mean of x + b
+        for m, v in zip(mu, var):                            # one update per task, in order
             running_mean *= 1 - momentum
             running_mean += momentum * m
             running_var *= 1 - momentum
             running_var += momentum * v
     return y
-

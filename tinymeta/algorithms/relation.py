@@ -36,9 +36,10 @@ ONE = (1, 1)          # stride
 
 def conv_block(h, params, name, pool):
     """3×3 conv → batch-norm (batch statistics) → ReLU → [2×2 max-pool], channel-major
-    (T, C, N, H, W) with task-stacked parameters."""
-    h = F.conv2d_grouped(h, params[f"{name}.w"], params[f"{name}.b"], ONE, PAD)
-    h = F.batch_norm_relu(h, params[f"{name}.gamma"], params[f"{name}.beta"])
+    (T, C, N, H, W) with task-stacked parameters. The conv bias is not added: batch
+    statistics cancel it (``batch_norm_relu``'s ``cancelled_bias``)."""
+    h = F.conv2d_grouped(h, params[f"{name}.w"], None, ONE, PAD)
+    h = F.batch_norm_relu(h, params[f"{name}.gamma"], params[f"{name}.beta"], cancelled_bias=params[f"{name}.b"])
     return F.max_pool2d(h, 2) if pool else h
 
 

@@ -7,6 +7,12 @@ as the metric-based learners use it). On Omniglot 28×28 the map shrinks 28→14
 is averaged over space (as the MAML code does without max-pool): 64 features. On
 mini-ImageNet 84×84 it shrinks 84→42→21→10→5 and is flattened: 32·5·5 = 800 features.
 
+Where batch-norm uses batch statistics the conv bias b is not added: the statistics cancel
+it, BN_B(W∗h + b) = BN_B(W∗h), so it changes no output and its gradient is exactly 0;
+``batch_norm_relu(..., cancelled_bias=b)`` gives it that gradient and adds it to the running
+mean (tests/test_backend.py checks this against the network that adds it). With running
+statistics (meta-test, ``transductive=False``) the bias is added.
+
 Initialisation as in the MAML code: conv and head weights Glorot-uniform, biases zero,
 batch-norm scale 1 and offset 0. The batch-norm scale and offset are parameters like the
 others, adapted in the inner loop too.
@@ -117,15 +123,19 @@ class Conv4:
         h = transpose(x, (0, 2, 1, 3, 4))                       # (T, C, N, H, W)
         stride, pad = ((1, 1), (1, 1)) if self.max_pool else ((2, 2), (1, 1))
         for i in range(4):
-            h = F.conv2d_grouped(h, params[f"conv{i}.w"], params[f"conv{i}.b"], stride, pad)
+            w, b = params[f"conv{i}.w"], params[f"conv{i}.b"]
             use_batch = self.transductive or mode != "test"
             track = not self.transductive and mode == "train"
             gamma, beta, rm, rv = self.bn_set(params, i, step)
             if use_batch:                                       # fused kernel, batch statistics
-                h = F.batch_norm_relu(h, gamma, beta,
+                # BN_B(W∗h + b) = BN_B(W∗h): batch statistics cancel the conv bias, so it is not
+                # added (a full-size pass and its gradient's sum saved); b gets its gradient, 0
+                h = F.conv2d_grouped(h, w, None, stride, pad)
+                h = F.batch_norm_relu(h, gamma, beta, cancelled_bias=b,
                                       running_mean=rm if track else None,
                                       running_var=rv if track else None, momentum=self.bn_momentum)
             else:                                               # meta-test with running statistics
+                h = F.conv2d_grouped(h, w, b, stride, pad)
                 h = F.relu(F.batch_norm(h, gamma, beta,
                                         running_mean=rm, running_var=rv, training=False,
                                         tasks=True, channel_axis=1))
