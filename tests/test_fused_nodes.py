@@ -242,22 +242,30 @@ def test_matmul_arrays_task_broadcast_factor_equals_matmul(transposed):
     assert_close(got, want)
 
 
-@pytest.mark.parametrize("g_shape,cols_shape,flips", [
-    ((2, 64, 1200), (2, 576, 1200), True),       # a convolution's weight gradient G colsᵀ
-    ((32, 1100), (20, 1100), True),              # 2-D
-    ((2, 64, 1200), (2, 9, 1200), False),        # too few columns in the result
-    ((2, 65, 1200), (2, 576, 1200), False),      # too many rows
-    ((2, 64, 1000), (2, 576, 1000), False)])     # too short an inner dimension
-def test_matmul_arrays_flipped_weight_gradient_equals_matmul(g_shape, cols_shape, flips):
+@pytest.mark.parametrize("g_shape,cols_shape,dtype,flips", [
+    ((2, 64, 1200), (2, 576, 1200), np.float32, True),   # a convolution's weight gradient G colsᵀ
+    ((32, 1100), (20, 1100), np.float32, True),          # 2-D
+    ((2, 64, 245), (2, 576, 245), np.float32, True),     # the support set's (5 images of 7x7)
+    ((2, 64, 1200), (2, 9, 1200), np.float32, False),    # too few columns in the result
+    ((2, 65, 1200), (2, 576, 1200), np.float32, False),  # too many rows
+    ((2, 64, 200), (2, 576, 200), np.float32, False),    # too short an inner dimension
+    ((2, 64, 1200), (2, 576, 1200), np.float64, False)]) # float64: slower flipped
+def test_matmul_arrays_flipped_weight_gradient_equals_matmul(g_shape, cols_shape, dtype, flips):
     """A Bᵀ computed as (B Aᵀ)ᵀ where it applies (matmul_arrays' docstring): the same sums,
-    maybe in another order, and a row-major result like np.matmul's."""
+    maybe in another order, and a row-major result like np.matmul's. Against the exact
+    product (float64 of the same values), each entry within the rounding bound of a K-term
+    dot product, γ_K Σₖ |aₖ bₖ| with γ_K = K u / (1 − K u) (Higham, Theorem 3.1)."""
     rng = np.random.default_rng(10)
-    g, cols = rng.standard_normal(g_shape), rng.standard_normal(cols_shape)
+    g, cols = rng.standard_normal(g_shape).astype(dtype), rng.standard_normal(cols_shape).astype(dtype)
     a, b = backend.from_numpy(g), backend.from_numpy(cols).swapaxes(-1, -2)
     assert linalg._flip(a, b) == (flips and backend.name == "numpy")
     got = linalg.matmul_arrays(a, b)
-    assert got.flags.c_contiguous
-    assert_close(host(got), np.matmul(g, cols.swapaxes(-1, -2)))
+    assert got.flags.c_contiguous and got.dtype == dtype
+    g64, cols64 = g.astype(np.float64), cols.astype(np.float64)
+    exact = np.matmul(g64, cols64.swapaxes(-1, -2))
+    K, u = g.shape[-1], np.finfo(dtype).eps / 2
+    bound = K * u / (1 - K * u) * np.matmul(np.abs(g64), np.abs(cols64).swapaxes(-1, -2))
+    assert np.all(np.abs(host(got) - exact) <= bound)
     assert not linalg._flip(a, backend.xp.ascontiguousarray(b))   # only a transposed view
 
 

@@ -38,7 +38,12 @@ def matmul_arrays(a, b):
       weight gradient G colsᵀ: 64 × 3675 by 3675 × 576 per Omniglot task) is (B Aᵀ)ᵀ, copied
       back to row-major. Measured on one core of the 2-core CI machine, float32: 72 → 81
       GFLOP/s at the Omniglot shape, 54 → 67 for mini-ImageNet's 32 × 132300 by 132300 × 288;
-      slower for a result only 9 columns wide (25 → 23), so those stay as they are.
+      slower for a result only 9 columns wide (25 → 23), so those stay as they are. Inner
+      dimensions from 240 on gain too (two tasks of 64 × K by K × 576, alone: 76 → 84 at
+      K = 245, 77 → 87 at 300, 77 → 92 at 980; inside the Omniglot MAML step, the support
+      set's 245: 56 → 66), shorter ones lose (72 → 10 at 20, 74 → 30 at 80). In float64 the
+      flip loses at every size measured (47 → 39 GFLOP/s at K = 1200, 44 → 39 at 3675, 48 →
+      27 at 245), so float64 products are never flipped.
     """
     if _flip(a, b):
         bt_at = backend.xp.matmul(b.swapaxes(-1, -2), a.swapaxes(-1, -2))   # bᵀ aᵀ = (a b)ᵀ
@@ -54,9 +59,10 @@ def matmul_arrays(a, b):
 def _flip(a, b):
     """Whether matmul_arrays computes a b as (bᵀ aᵀ)ᵀ (its docstring): a row-major with at most
     64 rows, b a transposed view of a row-major matrix with at least 16 columns, an inner
-    dimension of at least 1024, on NumPy."""
+    dimension of at least 240, float32, on NumPy."""
     it = a.itemsize
-    return (a.ndim >= 2 and a.shape[-1] >= 1024 and a.ndim == b.ndim and backend.name == "numpy"
+    return (a.ndim >= 2 and a.shape[-1] >= 240 and a.dtype.char == "f" and a.ndim == b.ndim
+            and backend.name == "numpy"
             and a.shape[-2] <= 64 and b.shape[-1] >= 16
             and a.strides[-1] == it and b.strides[-2] == it and b.strides[-1] != it)
 
